@@ -1,0 +1,102 @@
+"""A vCPU executing guest port accesses: ring-0 first, ring-3 when ring-0 defers.
+
+This plays the part of VirtualBox's VT-x exit handler and EM together, in strict mode:
+
+* IN deferred (VINF_IOM_R3_IOPORT_READ): the read is sent to ring-3 as a pending read
+  (VINF_EM_PENDING_R3_IOPORT_READ) and its value comes back in the reply;
+* OUT parked as a pending write (VINF_IOM_R3_IOPORT_COMMIT_WRITE): ring-3 is asked to
+  process VMCPU_FF_IOM, commits the write and replies with the merged status;
+* INS/OUTS deferred: ring-3 does the units ring-0 did not.
+
+The status an access ends with is then acted on: VINF_EM_OFF and VINF_EM_TERMINATE stop
+the vCPU (the VM powers off); anything else lets it go on.
+"""
+
+from __future__ import annotations
+
+from fastpath.dispatch import PortDispatcher
+from fastpath.link import Ring3Link
+from shared.status import (
+    VINF_EM_OFF,
+    VINF_EM_PENDING_R3_IOPORT_READ,
+    VINF_EM_TERMINATE,
+    VINF_IOM_R3_IOPORT_COMMIT_WRITE,
+    VINF_IOM_R3_IOPORT_READ,
+    VINF_IOM_R3_IOPORT_WRITE,
+)
+from shared.vcpu import VM_RUNNING, VmShared
+from shared.wire import OP_COMMIT, OP_IOPORT_READ, OP_IOPORT_READ_STRING, OP_IOPORT_WRITE_STRING
+
+STOP_STATUSES = frozenset((VINF_EM_OFF, VINF_EM_TERMINATE))
+
+
+class VCpuStopped(Exception):
+    """The vCPU stops: the guest powered the VM off, or ring-3 asked every vCPU to stop."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class VCpu:
+    def __init__(self, vcpu_id: int, dispatcher: PortDispatcher, link: Ring3Link, vm: VmShared) -> None:
+        self.id = vcpu_id
+        self.ports = dispatcher
+        self.link = link
+        self.vm = vm
+        self.failures = 0
+
+    def _retire(self, rc: int) -> None:
+        """Act on the status an access ended with."""
+        if rc in STOP_STATUSES:
+            raise VCpuStopped(rc)
+        if rc < 0:
+            self.failures += 1
+
+    def check_vm_state(self) -> None:
+        """A VM-wide force flag: ring-3 wants every vCPU to stop (another one powered off)."""
+        if self.vm.state != VM_RUNNING:
+            raise VCpuStopped(VINF_EM_OFF)
+
+    def port_read(self, port: int, size: int) -> tuple[int, int]:
+        """IN: (status, value)."""
+        rc, value = self.ports.read(port, size)
+        if rc == VINF_IOM_R3_IOPORT_READ:
+            rc, value = self.link.call(OP_IOPORT_READ, port, size, VINF_EM_PENDING_R3_IOPORT_READ)
+        self._retire(rc)
+        return rc, value
+
+    def port_write(self, port: int, value: int, size: int) -> int:
+        """OUT: the status after any commit and merge."""
+        rc = self.ports.write(port, value, size)
+        if rc == VINF_IOM_R3_IOPORT_COMMIT_WRITE:
+            rc, _ = self.link.call(OP_COMMIT, rc)
+        self._retire(rc)
+        return rc
+
+    def port_read_string(self, port: int, size: int, count: int) -> tuple[int, bytes]:
+        """REP INS: (status, the bytes read).  Restarted for units left, as a CPU would."""
+        parts: list[bytes] = []
+        while True:
+            rc, data, left = self.ports.read_string(port, size, count)
+            parts.append(data)
+            if rc == VINF_IOM_R3_IOPORT_READ:
+                rc, data = self.link.call(OP_IOPORT_READ_STRING, port, size, left)
+                parts.append(data)
+                left -= len(data) // size
+            self._retire(rc)
+            if not left or rc < 0 or left == count:
+                return rc, b"".join(parts)
+            count = left
+
+    def port_write_string(self, port: int, size: int, data: bytes) -> int:
+        """REP OUTS: the status.  Restarted for units left, as a CPU would."""
+        while True:
+            rc, done = self.ports.write_string(port, size, data)
+            if rc == VINF_IOM_R3_IOPORT_WRITE:
+                rc, more = self.link.call(OP_IOPORT_WRITE_STRING, port, size, data[done * size :])
+                done += more
+            self._retire(rc)
+            if done * size >= len(data) or rc < 0 or done == 0:
+                return rc
+            data = data[done * size :]

@@ -1,0 +1,129 @@
+"""The ring-0 worker: one process per vCPU, spawned by ring-3 at power-on.
+
+It attaches the VM's shared-memory segments by name, builds the ring-0 halves of the
+ring-0-enabled devices on their shared state, connects to ring-3, replays its share of
+the guest workload through the ring-0 dispatcher, reports, and exits.  It never waits
+on ring-3 while holding a lock, and never waits for ring-3 without a deadline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import time
+from fastpath.dispatch import PortDispatcher, Ring0Callbacks
+from fastpath.link import Ring3Gone, Ring3Link, Ring3Refused
+from fastpath.replay import replay
+from fastpath.vcpu import VCpu
+from shared.boot import DeviceBoot, WorkerBoot
+from shared.devapi import PortIn, PortInString, PortOut, PortOutString
+from shared.iomtable import IoPortTable, PortLookup
+from shared.locks import DeviceLock
+from shared.segments import Segment
+from shared.status import VERR_IOM_INVALID_IOPORT_HANDLE, VBoxError
+from shared.vcpu import VmShared
+from shared.wire import OP_DONE, OP_HELLO, WireError
+
+EXIT_RING3_GONE = 3
+EXIT_PROTOCOL = 4
+
+
+class Ring0Helpers:
+    """PDMDEVHLPR0 for one device instance in this worker."""
+
+    def __init__(
+        self,
+        device: DeviceBoot,
+        table: IoPortTable,
+        lock: DeviceLock,
+        callbacks: dict[int, Ring0Callbacks],
+        clock_base_ns: int,
+    ) -> None:
+        self._device = device
+        self._table = table
+        self._lock = lock
+        self._callbacks = callbacks
+        self._clock_base_ns = clock_base_ns
+
+    @property
+    def instance(self) -> int:
+        return self._device.number
+
+    def ioport_set_up_context(
+        self,
+        handle: int,
+        *,
+        out: PortOut | None = None,
+        in_: PortIn | None = None,
+        out_string: PortOutString | None = None,
+        in_string: PortInString | None = None,
+    ) -> None:
+        """IOMR0IoPortSetUpContext: bind ring-0 callbacks to a region ring-3 created."""
+        if not 0 <= handle < self._table.registrations or self._table.entries[handle].owner != self._device.index:
+            raise VBoxError(VERR_IOM_INVALID_IOPORT_HANDLE, f"{self._device.name}: handle {handle} is not its region")
+        self._callbacks[handle] = Ring0Callbacks(self._device.name, self._lock, in_, out, in_string, out_string)
+
+    def virtual_time_ns(self) -> int:
+        return time.monotonic_ns() - self._clock_base_ns
+
+
+def worker_main(boot: WorkerBoot) -> None:
+    """Process entry point (multiprocessing, spawn)."""
+    # Ctrl-C reaches the whole process group; ring-3 decides how the VM stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    segments = [
+        Segment.attach(name)
+        for name in (boot.table_segment, boot.vm_segment, boot.state_segment, boot.stats_segment)
+    ]
+    table_segment, vm_segment, state_segment, stats_segment = segments
+    link = Ring3Link(boot.endpoint, boot.vcpu, boot.ring3_pid)
+    code = 0
+    try:
+        code = _run(boot, table_segment, vm_segment, state_segment, stats_segment, link)
+    finally:
+        link.close()
+        for segment in segments:
+            segment.close()
+    if code:
+        sys.exit(code)
+
+
+def _run(
+    boot: WorkerBoot,
+    table_segment: Segment,
+    vm_segment: Segment,
+    state_segment: Segment,
+    stats_segment: Segment,
+    link: Ring3Link,
+) -> int:
+    table = table_segment.view(IoPortTable)
+    vm = vm_segment.view(VmShared)
+    counters = stats_segment.words()
+    row = boot.stats.row_base(boot.vcpu, ring3=False)
+    callbacks: dict[int, Ring0Callbacks] = {}
+    for device in boot.devices:
+        reg = importlib.import_module(device.module).REGISTRATION
+        state = state_segment.view(reg.shared_state, device.state_offset)
+        lock = DeviceLock(device.name, device.lock, counters, boot.stats.lock_base(row, device.index))
+        helpers = Ring0Helpers(device, table, lock, callbacks, vm.clock_base_ns)
+        reg.ring0(helpers, state, device.config)  # its callbacks now live in `callbacks`
+    dispatcher = PortDispatcher(PortLookup(table), callbacks, vm.vcpus[boot.vcpu], counters, row)
+    vcpu = VCpu(boot.vcpu, dispatcher, link, vm)
+    try:
+        link.call(OP_HELLO, os.getpid())
+        report = replay(vcpu, boot.ops)
+        wire_report = report.to_wire()
+        wire_report["failures"] = vcpu.failures
+        wire_report["callback_errors"] = [str(error) for error in dispatcher.callback_errors]
+        wire_report["messages"] = link.messages + 1
+        link.call(OP_DONE, report.status, wire_report)
+    except Ring3Gone as exc:
+        print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)
+        return EXIT_RING3_GONE
+    except (WireError, Ring3Refused) as exc:
+        print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)
+        return EXIT_PROTOCOL
+    return 0
+

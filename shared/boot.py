@@ -1,0 +1,41 @@
+"""What ring-3 hands a vCPU worker when it spawns it (pickled once, as process arguments).
+
+Everything a worker needs to attach to the VM: the segment names, the statistics
+layout, the ring-0-enabled device instances with their locks, its share of the
+workload and where ring-3 listens.  None of this ever travels over the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.stats import StatsLayout
+from shared.trace import TraceOp
+
+
+@dataclass(frozen=True)
+class DeviceBoot:
+    """A ring-0-enabled device instance, as a worker builds its ring-0 half."""
+
+    index: int  # owner id in the registration table, and lock statistics index
+    name: str  # "serial#0"
+    module: str  # the device module defining REGISTRATION
+    number: int  # instance number
+    state_offset: int  # where its shared state lies in the device-state segment
+    config: dict[str, Any]
+    lock: Any  # the instance's multiprocessing RLock
+
+
+@dataclass(frozen=True)
+class WorkerBoot:
+    vcpu: int
+    endpoint: str
+    ring3_pid: int
+    table_segment: str
+    vm_segment: str
+    state_segment: str
+    stats_segment: str
+    stats: StatsLayout
+    devices: tuple[DeviceBoot, ...]
+    ops: list[TraceOp]

@@ -1,0 +1,114 @@
+"""The ``ringsim`` command.
+
+    ringsim run [--config FILE.toml] [--workload TRACE|NAME] [--vcpus N] [--json]
+    ringsim info ioport [--config FILE.toml]
+
+Exit statuses: 0 after a clean run; the guest's ``(value << 1) | 1`` when it ended the VM
+through isa-debug-exit; 1 when a worker died or the run failed; 2 for a bad config,
+workload, trace line or argument; 130 / 143 after Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from shared.status import VBoxError
+from shared.trace import TraceError
+from slowpath.config import ConfigFileError, VmConfig, load_config, parse_config
+from slowpath.vm import VM, WorkerDied
+from slowpath.workloads import load_workload
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(Exception):
+    """SIGTERM arrived; unwinds like Ctrl-C so every resource is released."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"ringsim: {message}", err=True)
+    sys.exit(status)
+
+
+def load_vm_config(path: Path | None) -> VmConfig:
+    if path is None:
+        text = resources.files("slowpath").joinpath("configs", "default.toml").read_text(encoding="utf-8")
+        return parse_config(text, "builtin:default.toml")
+    return load_config(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+@click.group()
+def main() -> None:
+    """ringsim: a two-tier (ring-0 / ring-3) simulated hypervisor I/O monitor."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="VM config (TOML, CFGM-shaped).")
+@click.option("--workload", help="A trace file, or a built-in program name (default: hello).")
+@click.option("--vcpus", type=click.IntRange(1, 64), help="Number of vCPUs (default: the config's NumCPUs).")
+@click.option("--transport", type=click.Choice(["ipc", "tcp"]), default="ipc", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+def run(config_path: Path | None, workload: str | None, vcpus: int | None, transport: str, as_json: bool) -> None:
+    """Create the VM, run the workload on its vCPUs, power off and report."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        config = load_vm_config(config_path)
+        source, ops = load_workload(workload)
+        with VM(config, vcpus=vcpus, transport=transport) as vm:
+            result = vm.run(vm.split_workload(ops, source))
+    except (ConfigFileError, TraceError) as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except VBoxError as exc:
+        _fail(f"VM creation failed: {exc}", EXIT_BAD_INPUT)
+    except WorkerDied as exc:
+        _fail(f"run failed: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted; the VM was powered off", EXIT_INTERRUPTED)
+    except Terminated:
+        _fail("terminated; the VM was powered off", EXIT_TERMINATED)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=_json_default, indent=2))
+    else:
+        click.echo(result.render())
+    if result.exit_status is not None:
+        sys.exit(result.exit_status)
+
+
+@main.group()
+def info() -> None:
+    """VirtualBox-style info dumps of a VM as its config builds it."""
+
+
+@info.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="VM config (TOML).")
+def ioport(config_path: Path | None) -> None:
+    """Dump all I/O port registrations (VirtualBox's `info ioport`)."""
+    try:
+        config = load_vm_config(config_path)
+        with VM(config) as vm:
+            click.echo(vm.iom.info())
+    except ConfigFileError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    except VBoxError as exc:
+        _fail(f"VM creation failed: {exc}", EXIT_BAD_INPUT)

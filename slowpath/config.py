@@ -1,0 +1,205 @@
+"""The VM configuration: TOML shaped like VirtualBox's CFGM tree.
+
+    Name = "my-vm"
+    NumCPUs = 1
+
+    [Devices.serial]
+    Priority = 65536                 # optional; default: the lowest bit of the class
+    [Devices.serial.0]               # instance 0 (instance names are all digits)
+    Trusted = true
+    R0Enabled = true                 # default: on, when the device has a ring-0 half
+    [Devices.serial.0.Config]        # the device's own keys, validated by the device
+    IOBase = 0x3f8
+    [Devices.serial.0."LUN#0"]       # the driver attached on LUN#0
+    Driver = "memory"
+    [Devices.serial.0."LUN#0".Config]
+
+Here the shape is checked; PDM checks the device and driver keys.  Every error is one
+:class:`ConfigFileError` naming the file, the line and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.vcpu import MAX_VCPUS
+
+_LUN_KEY = re.compile(r"LUN#(\d+)\Z")
+
+
+class ConfigFileError(Exception):
+    """A configuration error at a place in a file: ``FILE:LINE: what``."""
+
+    def __init__(self, source: str, line: int, message: str) -> None:
+        super().__init__(f"{source}:{line}: {message}")
+        self.source = source
+        self.line = line
+
+
+@dataclass
+class LunConfig:
+    driver: str
+    config: dict[str, Any]
+
+
+@dataclass
+class InstanceConfig:
+    number: int
+    trusted: bool
+    r0_enabled: bool | None
+    config: dict[str, Any]
+    luns: dict[int, LunConfig]
+
+
+@dataclass
+class DeviceConfig:
+    name: str
+    priority: int | None
+    instances: list[InstanceConfig]
+
+
+@dataclass
+class VmConfig:
+    name: str
+    vcpus: int
+    devices: list[DeviceConfig]
+    source: str
+    text: str = field(repr=False)
+
+    def error(self, keys: tuple[str, ...], message: str) -> ConfigFileError:
+        """An error about the value at *keys*, located at its line in the file."""
+        return ConfigFileError(self.source, locate(self.text, keys), message)
+
+
+def _split_dotted(header: str) -> tuple[str, ...]:
+    """Split a TOML dotted key, honouring quotes: ``a."b.c".d`` -> (a, b.c, d)."""
+    parts = re.findall(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([^.\s]+))\s*(?:\.|$)', header)
+    return tuple(next(p for p in groups if p) for groups in parts if any(groups))
+
+
+def _strip_comment(line: str) -> str:
+    """The line without its comment; a '#' inside quotes (as in "LUN#0") is kept."""
+    quote = ""
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            return line[:i].strip()
+    return line.strip()
+
+
+def locate(text: str, keys: tuple[str, ...]) -> int:
+    """The line (1-based) where *keys* is set, or its closest enclosing table; else 1."""
+    best_line, best_depth = 1, -1
+    current: tuple[str, ...] = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw)
+        header = re.match(r"\[\s*(.+?)\s*\]$", line)
+        if header:
+            current = _split_dotted(header.group(1))
+            if keys[: len(current)] == current and len(current) > best_depth:
+                best_line, best_depth = number, len(current)
+            continue
+        assignment = re.match(r"\s*(.+?)\s*=", line)
+        if assignment:
+            full = current + _split_dotted(assignment.group(1))
+            if keys[: len(full)] == full and len(full) > best_depth:
+                best_line, best_depth = number, len(full)
+    return best_line
+
+
+def _table(config: VmConfig, value: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise config.error(keys, f"{'.'.join(keys)} must be a table")
+    return value
+
+
+def parse_config(text: str, source: str) -> VmConfig:
+    """Parse and shape-check a VM config; raises :class:`ConfigFileError`."""
+    try:
+        tree = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else 1
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigFileError(source, line, f"not valid TOML: {message}") from None
+    config = VmConfig(name="ringsim", vcpus=1, devices=[], source=source, text=text)
+    for key, value in tree.items():
+        if key == "Name":
+            if not isinstance(value, str) or not value:
+                raise config.error((key,), "Name must be a non-empty string")
+            config.name = value
+        elif key == "NumCPUs":
+            if type(value) is not int or not 1 <= value <= MAX_VCPUS:
+                raise config.error((key,), f"NumCPUs must be an integer in 1..{MAX_VCPUS}")
+            config.vcpus = value
+        elif key == "Devices":
+            for name, node in _table(config, value, (key,)).items():
+                config.devices.append(_parse_device(config, name, _table(config, node, (key, name))))
+        else:
+            raise config.error((key,), f"unknown key {key!r}; expected Name, NumCPUs or [Devices]")
+    return config
+
+
+def _parse_device(config: VmConfig, name: str, node: dict[str, Any]) -> DeviceConfig:
+    device = DeviceConfig(name=name, priority=None, instances=[])
+    for key, value in node.items():
+        keys = ("Devices", name, key)
+        if key == "Priority":
+            if type(value) is not int or value < 0:
+                raise config.error(keys, "Priority must be a non-negative integer")
+            device.priority = value
+        elif key.isdigit():
+            device.instances.append(_parse_instance(config, keys, int(key), _table(config, value, keys)))
+        else:
+            raise config.error(keys, f"the instance name {key!r} isn't all digits")
+    device.instances.sort(key=lambda instance: instance.number)
+    return device
+
+
+def _parse_instance(config: VmConfig, keys: tuple[str, ...], number: int, node: dict[str, Any]) -> InstanceConfig:
+    instance = InstanceConfig(number=number, trusted=False, r0_enabled=None, config={}, luns={})
+    for key, value in node.items():
+        here = (*keys, key)
+        if key in ("Trusted", "R0Enabled"):
+            if not isinstance(value, bool):
+                raise config.error(here, f"{key} must be true or false")
+            if key == "Trusted":
+                instance.trusted = value
+            else:
+                instance.r0_enabled = value
+        elif key == "Config":
+            instance.config = _table(config, value, here)
+        elif (lun := _LUN_KEY.match(key)) is not None:
+            instance.luns[int(lun.group(1))] = _parse_lun(config, here, _table(config, value, here))
+        else:
+            raise config.error(here, f"unknown key {key!r}; expected Trusted, R0Enabled, Config or LUN#<n>")
+    return instance
+
+
+def _parse_lun(config: VmConfig, keys: tuple[str, ...], node: dict[str, Any]) -> LunConfig:
+    driver = node.get("Driver")
+    if not isinstance(driver, str) or not driver:
+        raise config.error(keys, f"{keys[-1]} needs Driver = \"<name>\"")
+    lun = LunConfig(driver=driver, config={})
+    for key, value in node.items():
+        if key == "Config":
+            lun.config = _table(config, value, (*keys, key))
+        elif key != "Driver":
+            raise config.error((*keys, key), f"unknown key {key!r}; expected Driver or Config")
+    return lun
+
+
+def load_config(path: Path) -> VmConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(str(path), 1, f"cannot read config: {exc}") from None
+    return parse_config(text, str(path))

@@ -1,0 +1,247 @@
+"""What a run leaves: the statistics summed over every row, the replay checks, the guest's output.
+
+:func:`build_result` reads the statistics segment after the workers are gone, sums the
+rows of every writer, and combines them with what each worker reported in its ``done``
+message.  :class:`RunResult` renders as the human summary or as one JSON object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.stats import (
+    G_COUNT,
+    G_DEFER_DEVICE_ASKED,
+    G_DEFER_DEVICE_LOCK_BUSY,
+    G_DEFER_IOM_LOCK_BUSY,
+    G_DEFER_NO_R0_HANDLER,
+    G_IOPORT_COMMITS,
+    G_IOPORT_IN,
+    G_IOPORT_INS,
+    G_IOPORT_OUT,
+    G_IOPORT_OUTS,
+    G_RING0_HANDLED,
+    G_RING3_ACCESSES,
+    L_CONTENTION_R3,
+    L_CONTENTION_R3_WAIT_NS,
+    L_CONTENTION_RZ_BUSY,
+    L_COUNT,
+    L_ENTERS_R3,
+    L_ENTERS_RZ,
+    P_COUNT,
+    P_IN_R3,
+    P_IN_RZ,
+    P_IN_RZ_TO_R3,
+    P_OUT_R3,
+    P_OUT_RZ,
+    P_OUT_RZ_TO_R3,
+    P_TOTAL,
+)
+from shared.status import VINF_SUCCESS, is_em_status, status_name
+
+if TYPE_CHECKING:
+    from slowpath.vm import VM
+
+DEFER_REASONS = {
+    "no_ring0_handler": G_DEFER_NO_R0_HANDLER,
+    "device_asked": G_DEFER_DEVICE_ASKED,
+    "device_lock_busy": G_DEFER_DEVICE_LOCK_BUSY,
+    "iom_lock_busy": G_DEFER_IOM_LOCK_BUSY,
+}
+
+
+@dataclass
+class RunResult:
+    vm: str
+    vcpus: int
+    accesses: int
+    ring0_handled: int
+    deferred: dict[str, int]
+    commits: int
+    ring3_accesses: int
+    final_status: dict[str, Any]
+    wall_s: float
+    regions: list[dict[str, Any]]
+    locks: dict[str, dict[str, int]]
+    replay: dict[str, Any]
+    console: dict[str, str]
+    exit_status: int | None
+    per_vcpu: list[dict[str, Any]]
+    merges: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> str:
+        """The human summary."""
+        lines = [
+            f"VM {self.vm!r}: {self.vcpus} vCPU(s), {self.wall_s:.3f} s wall",
+            f"  accesses            {self.accesses:>10}",
+            f"  handled in ring-0   {self.ring0_handled:>10}",
+            f"  deferred to ring-3  {sum(self.deferred.values()):>10}",
+        ]
+        for reason, count in self.deferred.items():
+            lines.append(f"    {reason.replace('_', ' '):<18}{count:>10}")
+        lines += [
+            f"  pending writes committed {self.commits:>5}",
+            f"  final status        {self.final_status['name']} ({self.final_status['rc']})",
+        ]
+        if self.exit_status is not None:
+            lines.append(f"  guest exit status   {self.exit_status}")
+        replay = self.replay
+        lines.append(
+            f"  reads checked       {replay['reads_checked']:>10}   matched {replay['reads_matched']}"
+        )
+        for mismatch in replay["mismatches"][:10]:
+            lines.append(
+                f"    line {mismatch['line']}: {mismatch['access']} {mismatch['address']:#x}/{mismatch['size']} "
+                f"expected {_show(mismatch['expected'])}, got {_show(mismatch['got'])}"
+            )
+        lines.append("")
+        lines.append("  region          ports      R0  in-R0 out-R0  in-R3 out-R3 in-R0>R3 out-R0>R3")
+        for region in self.regions:
+            lines.append(
+                f"  {region['description'][:14]:<14}  {region['ports']:<9}  {'yes' if region['ring0'] else 'no':<3}"
+                f" {region['in_r0']:>6} {region['out_r0']:>6} {region['in_r3']:>6} {region['out_r3']:>6}"
+                f" {region['in_r0_to_r3']:>8} {region['out_r0_to_r3']:>9}"
+            )
+        for merge in self.merges[:5]:
+            lines.append(
+                f"  vCPU {merge['vcpu']}: merged {merge['before']} with {merge['commit']} into {merge['merged']}"
+            )
+        for name, text in self.console.items():
+            if text:
+                lines.append(f"\n  output of {name}:")
+                lines.extend(f"    | {line}" for line in text.splitlines())
+        for error in self.errors:
+            lines.append(f"  error: {error}")
+        return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex() if len(value) <= 16 else value[:16].hex() + "..."
+    return f"{value:#x}" if isinstance(value, int) else repr(value)
+
+
+def _sum_rows(vm: VM, ring3: bool) -> list[int]:
+    words = vm.stats.row_words
+    total = [0] * words
+    for vcpu in range(vm.vcpu_count):
+        base = vm.stats.row_base(vcpu, ring3)
+        for i, value in enumerate(vm.counters[base : base + words].tolist()):
+            total[i] += value
+    return total
+
+
+def build_result(vm: VM, wall_s: float) -> RunResult:
+    ring0 = _sum_rows(vm, ring3=False)
+    ring3 = _sum_rows(vm, ring3=True)
+    both = [a + b for a, b in zip(ring0, ring3, strict=True)]
+    server = vm.server
+
+    regions = []
+    for region in vm.iom.regions:
+        entry = vm.table.entries[region.handle]
+        sums = [0] * P_COUNT
+        for port in range(region.count):
+            base = G_COUNT + (entry.stats_index + port) * P_COUNT
+            for i in range(P_COUNT):
+                sums[i] += both[base + i]
+        regions.append(
+            {
+                "handle": region.handle,
+                "device": region.device,
+                "description": region.description,
+                "ports": f"{entry.port:04x}-{entry.port + region.count - 1:04x}" if entry.mapped else "unmapped",
+                "ring0": bool(entry.ring0_callbacks),
+                "total": sums[P_TOTAL],
+                "in_r0": sums[P_IN_RZ],
+                "out_r0": sums[P_OUT_RZ],
+                "in_r3": sums[P_IN_R3],
+                "out_r3": sums[P_OUT_R3],
+                "in_r0_to_r3": sums[P_IN_RZ_TO_R3],
+                "out_r0_to_r3": sums[P_OUT_RZ_TO_R3],
+            }
+        )
+
+    locks = {}
+    for instance in vm.instances:
+        base = G_COUNT + vm.stats.port_entries * P_COUNT + instance.index * L_COUNT
+        locks[instance.name] = {
+            "enters_r0": both[base + L_ENTERS_RZ],
+            "busy_r0": both[base + L_CONTENTION_RZ_BUSY],
+            "enters_r3": both[base + L_ENTERS_R3],
+            "contention_r3": both[base + L_CONTENTION_R3],
+            "wait_r3_ns": both[base + L_CONTENTION_R3_WAIT_NS],
+        }
+
+    reads_checked = reads_matched = 0
+    mismatches: list[dict[str, Any]] = []
+    per_address: dict[str, list[int]] = {}
+    per_vcpu = []
+    errors = list(server.rejections)
+    merges = []
+    for vcpu, record in enumerate(server.vcpus):
+        report = record.report
+        for key, (accesses, checked, matched) in report.get("counts", {}).items():
+            counts = per_address.setdefault(key, [0, 0, 0])
+            counts[0] += accesses
+            counts[1] += checked
+            counts[2] += matched
+            reads_checked += checked
+            reads_matched += matched
+        for line, access, address, size, expected, got in report.get("mismatches", []):
+            mismatches.append(
+                {"vcpu": vcpu, "line": line, "access": access, "address": address, "size": size,
+                 "expected": expected, "got": got}
+            )
+        errors += [f"vCPU {vcpu}: {error}" for error in report.get("callback_errors", [])]
+        errors += [f"ring-3 for vCPU {vcpu}: {error}" for error in vm.port_io[vcpu].callback_errors]
+        per_vcpu.append(
+            {
+                "vcpu": vcpu,
+                "status": {"rc": record.status, "name": status_name(record.status)},
+                "executed": report.get("executed", 0),
+                "messages": report.get("messages", 0),
+                "failures": report.get("failures", 0),
+                "workload_ns": report.get("wall_ns", 0),
+            }
+        )
+        merges += [
+            {"vcpu": vcpu, "before": status_name(a), "commit": status_name(b), "merged": status_name(c)}
+            for a, b, c in record.merges
+        ]
+    mismatches.sort(key=lambda m: m["line"])
+
+    final = server.power_off_status
+    if final is None:
+        em = [record.status for record in server.vcpus if is_em_status(record.status)]
+        final = min(em) if em else VINF_SUCCESS
+
+    return RunResult(
+        vm=vm.config.name,
+        vcpus=vm.vcpu_count,
+        accesses=ring0[G_IOPORT_IN] + ring0[G_IOPORT_OUT] + ring0[G_IOPORT_INS] + ring0[G_IOPORT_OUTS],
+        ring0_handled=ring0[G_RING0_HANDLED],
+        deferred={reason: ring0[index] for reason, index in DEFER_REASONS.items()},
+        commits=ring3[G_IOPORT_COMMITS],
+        ring3_accesses=ring3[G_RING3_ACCESSES],
+        final_status={"rc": final, "name": status_name(final)},
+        wall_s=wall_s,
+        regions=regions,
+        locks=locks,
+        replay={
+            "reads_checked": reads_checked,
+            "reads_matched": reads_matched,
+            "mismatches": mismatches[:20],
+            "per_address": per_address,
+        },
+        console=vm.console_output(),
+        exit_status=vm.services.exit_status,
+        per_vcpu=per_vcpu,
+        merges=merges,
+        errors=errors,
+    )

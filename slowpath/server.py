@@ -1,0 +1,187 @@
+"""Ring-3's ZeroMQ server: it finishes in ring-3 what a vCPU's ring-0 deferred.
+
+One ROUTER socket serves every vCPU worker.  For each request it
+
+* redoes a deferred IN in ring-3 (EM's emR3ExecutePendingIoPortRead) and replies with
+  the value;
+* commits the vCPU's pending OUT from shared memory (IOMR3ProcessForceFlag) and replies
+  with the commit's status merged into the one ring-0 returned (iomR3MergeStatus);
+* finishes the units of a string access ring-0 left;
+
+then acts on the resulting status as EM would: VINF_EM_OFF / _TERMINATE starts the
+power-off of every vCPU, VINF_EM_RESET resets the devices.  A message that breaks the
+protocol is answered with an error reply and counted; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from shared.stats import G_IOPORT_COMMITS
+from shared.status import (
+    VERR_INTERNAL_ERROR,
+    VERR_IOM_IOPORT_IPE_1,
+    VINF_EM_OFF,
+    VINF_EM_RESET,
+    VINF_EM_TERMINATE,
+    VINF_IOM_R3_IOPORT_COMMIT_WRITE,
+    merge_status,
+)
+from shared.vcpu import VM_POWERING_OFF, VmShared
+from shared.wire import (
+    OP_COMMIT,
+    OP_ERROR,
+    OP_HELLO,
+    OP_IOPORT_READ,
+    OP_IOPORT_READ_STRING,
+    OP_IOPORT_WRITE_STRING,
+    OP_REPLY,
+    Request,
+    WireError,
+    decode_request,
+    encode_reply,
+)
+from slowpath.iom import Ring3PortIO
+
+
+@dataclass
+class VCpuRecord:
+    """What ring-3 knows of one vCPU worker."""
+
+    identity: bytes | None = None
+    pid: int = 0
+    done: bool = False
+    status: int = 0
+    report: dict[str, Any] = field(default_factory=dict)
+    # (status before, commit's status, merged) for every commit that returned more than success.
+    merges: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+class Ring3Server:
+    def __init__(
+        self,
+        socket: zmq.Socket,  # type: ignore[type-arg]
+        vm: VmShared,
+        port_io: list[Ring3PortIO],
+        counters: memoryview,
+        ring3_rows: list[int],
+        reset_devices: Callable[[], None],
+    ) -> None:
+        self.socket = socket
+        self.vm = vm
+        self.port_io = port_io
+        self.counters = counters
+        self.ring3_rows = ring3_rows
+        self.reset_devices = reset_devices
+        self.vcpus = [VCpuRecord() for _ in port_io]
+        self.rejected = 0
+        self.rejections: list[str] = []
+        self.power_off_status: int | None = None
+        self.resets = 0
+
+    # -- the loop body -------------------------------------------------------------------
+    def serve_pending(self) -> int:
+        """Answer every request waiting on the socket without blocking; returns how many."""
+        served = 0
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return served
+            served += 1
+            self._handle(frames)
+
+    def _reject(self, identity: bytes | None, seq: int, message: str) -> None:
+        self.rejected += 1
+        if len(self.rejections) < 20:
+            self.rejections.append(message)
+        if identity is not None:
+            self.socket.send_multipart([identity, encode_reply(OP_ERROR, seq, VERR_INTERNAL_ERROR, message)])
+
+    def _handle(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self._reject(frames[0] if frames else None, 0, f"expected one message frame, got {len(frames) - 1}")
+            return
+        identity, frame = frames
+        try:
+            request = decode_request(frame, len(self.vcpus))
+        except WireError as exc:
+            self._reject(identity, 0, str(exc))
+            return
+        record = self.vcpus[request.vcpu]
+        if request.op == OP_HELLO:
+            if record.identity is not None and record.identity != identity:
+                self._reject(identity, request.seq, f"vCPU {request.vcpu} is already connected")
+                return
+            record.identity = identity
+            record.pid = request.args[0]
+            self._reply(identity, request.seq, 0, 0)
+            return
+        if record.identity != identity:
+            self._reject(identity, request.seq, f"this peer is not vCPU {request.vcpu}")
+            return
+        status, payload = self._perform(request, record)
+        self._act_on(status)
+        self._reply(identity, request.seq, status, payload)
+
+    def _reply(self, identity: bytes, seq: int, status: int, payload: Any) -> None:
+        self.socket.send_multipart([identity, encode_reply(OP_REPLY, seq, status, payload)])
+
+    # -- the work --------------------------------------------------------------------------
+    def _perform(self, request: Request, record: VCpuRecord) -> tuple[int, Any]:
+        io = self.port_io[request.vcpu]
+        op = request.op
+        if op == OP_IOPORT_READ:
+            port, size, _ring0_status = request.args
+            return io.read(port, size)
+        if op == OP_COMMIT:
+            return self.process_force_flag(request.vcpu, request.args[0]), 0
+        if op == OP_IOPORT_READ_STRING:
+            port, size, count = request.args
+            status, data, _left = io.read_string(port, size, count)
+            return status, data
+        if op == OP_IOPORT_WRITE_STRING:
+            port, size, data = request.args
+            if len(data) % size:
+                return VERR_INTERNAL_ERROR, 0
+            return io.write_string(port, size, data)
+        # OP_DONE: the workload ended with this status.
+        record.done = True
+        record.status, record.report = request.args
+        return 0, 0
+
+    def process_force_flag(self, vcpu: int, status: int) -> int:
+        """IOMR3ProcessForceFlag: commit vCPU *vcpu*'s pending write, merge into *status*."""
+        shared = self.vm.vcpus[vcpu]
+        pending = shared.pending_port_write
+        shared.force_flag_iom = 0
+        if not pending.size:
+            return VERR_IOM_IOPORT_IPE_1
+        self.counters[self.ring3_rows[vcpu] + G_IOPORT_COMMITS] += 1
+        committed = self.port_io[vcpu].write(pending.port, pending.value, pending.size)
+        pending.size = 0
+        merged = merge_status(status, committed, VINF_IOM_R3_IOPORT_COMMIT_WRITE)
+        if committed != 0:
+            records = self.vcpus[vcpu].merges
+            if len(records) < 100:
+                records.append((status, committed, merged))
+        return merged
+
+    def _act_on(self, status: int) -> None:
+        """EM's reaction to a status ring-3 produced."""
+        if status in (VINF_EM_OFF, VINF_EM_TERMINATE):
+            if self.power_off_status is None or status < self.power_off_status:
+                self.power_off_status = status
+            self.vm.state = VM_POWERING_OFF
+        elif status == VINF_EM_RESET:
+            self.resets += 1
+            self.reset_devices()
+
+    @property
+    def all_done(self) -> bool:
+        return all(record.done for record in self.vcpus)
+

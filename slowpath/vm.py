@@ -1,0 +1,308 @@
+"""The VM: ring-3's process, which owns every segment, socket, device and worker of a run.
+
+    with VM(config) as vm:          # create: devices built, regions registered, frozen
+        result = vm.run(ops)        # power on, serve the workers until done, power off
+
+Leaving the ``with`` block, by return, exception or Ctrl-C, stops and reaps every worker
+and unlinks every shared-memory segment: cleanup is the structure, not a memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from fastpath.worker import worker_main
+from shared.boot import DeviceBoot, WorkerBoot
+from shared.iomtable import IoPortTable
+from shared.locks import DeviceLock
+from shared.segments import Segment, sweep_stale
+from shared.stats import StatsLayout
+from shared.trace import TraceError, TraceOp
+from shared.vcpu import MAX_VCPUS, VM_POWERING_OFF, VM_RUNNING, VmShared
+from shared.wire import MAX_MESSAGE_BYTES
+from slowpath.config import VmConfig
+from slowpath.drivers import MemoryCharDriver
+from slowpath.iom import IoPortManager, Ring3PortIO
+from slowpath.pdm import (
+    DeviceInstance,
+    DeviceRegistry,
+    VmServices,
+    builtin_registry,
+    construct_instances,
+    plan_instances,
+    state_bytes,
+)
+from slowpath.report import RunResult, build_result
+from slowpath.server import Ring3Server
+
+POLL_MS = 50
+STOP_GRACE_S = 3.0
+
+
+class WorkerDied(Exception):
+    """A vCPU worker ended before it reported its workload done."""
+
+
+@dataclass
+class _Worker:
+    vcpu: int
+    process: Any  # multiprocessing.Process (spawn context)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+class VM:
+    """A VM built from a config; a context manager that owns all of its resources."""
+
+    def __init__(
+        self,
+        config: VmConfig,
+        *,
+        vcpus: int | None = None,
+        transport: str = "ipc",
+        registry: DeviceRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.vcpu_count = vcpus if vcpus is not None else config.vcpus
+        if not 1 <= self.vcpu_count <= MAX_VCPUS:
+            raise ValueError(f"vCPU count {self.vcpu_count} is not in 1..{MAX_VCPUS}")
+        if transport not in ("ipc", "tcp"):
+            raise ValueError(f"transport {transport!r} is not ipc or tcp")
+        self.transport = transport
+        self.registry = registry or builtin_registry()
+        self.instances: list[DeviceInstance] = []
+        self.segments: list[Segment] = []
+        self.workers: list[_Worker] = []
+        self._endpoint_dir: str | None = None
+        self._context: zmq.Context[Any] | None = None
+        self._socket: zmq.Socket[Any] | None = None
+        self._powered_off = False
+        self.services = VmServices(time.monotonic_ns())
+
+    # -- creation ------------------------------------------------------------------------
+    def __enter__(self) -> VM:
+        try:
+            self._create()
+        except BaseException:
+            self._destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._destroy()
+
+    def _segment(self, tag: str, size: int) -> Segment:
+        segment = Segment.create(tag, size)
+        self.segments.append(segment)
+        return segment
+
+    def _create(self) -> None:
+        sweep_stale()
+        self.instances = plan_instances(self.config, self.registry)
+        self.table_segment = self._segment("iom", ctypes.sizeof(IoPortTable))
+        self.table = self.table_segment.view(IoPortTable)
+        self.vm_segment = self._segment("vm", ctypes.sizeof(VmShared))
+        self.vm = self.vm_segment.view(VmShared)
+        self.vm.vcpu_count = self.vcpu_count
+        self.vm.clock_base_ns = self.services.clock_base_ns
+        self.state_segment = self._segment("devstate", state_bytes(self.instances))
+        states = [self.state_segment.view(i.reg.shared_state, i.state_offset) for i in self.instances]
+        self.iom = IoPortManager(self.table)
+        construct_instances(self.instances, states, self.iom, self.services, self.config)
+        # Region creation is frozen now, so the statistics table can be sized exactly.
+        self.stats = StatsLayout(self.vcpu_count, self.table.port_stats, len(self.instances))
+        self.stats_segment = self._segment("stats", self.stats.size_bytes)
+        self.counters = self.stats_segment.words()
+        ring3_rows = [self.stats.row_base(v, ring3=True) for v in range(self.vcpu_count)]
+        self.port_io = [
+            Ring3PortIO(
+                self.iom,
+                [DeviceLock(i.name, i.lock, self.counters, self.stats.lock_base(row, i.index)) for i in self.instances],
+                self.counters,
+                row,
+            )
+            for row in ring3_rows
+        ]
+        self._bind()
+        assert self._socket is not None
+        self.server = Ring3Server(self._socket, self.vm, self.port_io, self.counters, ring3_rows, self.reset)
+
+    def _bind(self) -> None:
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        if self.transport == "ipc":
+            self._endpoint_dir = tempfile.mkdtemp(prefix="ringsim-")  # mode 0700
+            self._socket.bind(f"ipc://{self._endpoint_dir}/ring3.sock")
+        else:
+            self._socket.bind("tcp://127.0.0.1:*")
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # -- running -------------------------------------------------------------------------
+    def split_workload(self, ops: list[TraceOp], source: str) -> list[list[TraceOp]]:
+        """Each vCPU's share of a workload (the '@N' prefixes); raises TraceError."""
+        shares: list[list[TraceOp]] = [[] for _ in range(self.vcpu_count)]
+        for op in ops:
+            if op.vcpu >= self.vcpu_count:
+                raise TraceError(f"{source}:{op.line}: vCPU {op.vcpu}, but the VM has {self.vcpu_count}")
+            shares[op.vcpu].append(op)
+        return shares
+
+    def power_on(self, shares: list[list[TraceOp]]) -> None:
+        """Spawn one ring-0 worker per vCPU with its share of the workload."""
+        context = multiprocessing.get_context("spawn")
+        devices = tuple(
+            DeviceBoot(i.index, i.name, i.module, i.number, i.state_offset, i.config, i.lock)
+            for i in self.instances
+            if i.r0_enabled
+        )
+        self.vm.state = VM_RUNNING
+        for vcpu, share in enumerate(shares):
+            boot = WorkerBoot(
+                vcpu=vcpu,
+                endpoint=self.endpoint,
+                ring3_pid=os.getpid(),
+                table_segment=self.table_segment.name,
+                vm_segment=self.vm_segment.name,
+                state_segment=self.state_segment.name,
+                stats_segment=self.stats_segment.name,
+                stats=self.stats,
+                devices=devices,
+                ops=share,
+            )
+            process = context.Process(target=worker_main, args=(boot,), name=f"ringsim-vcpu{vcpu}", daemon=True)
+            process.start()
+            self.workers.append(_Worker(vcpu, process))
+
+    def run(self, shares: list[list[TraceOp]], *, timeout_s: float | None = None) -> RunResult:
+        """Power on, serve every worker until each reports done, power off; the run's result."""
+        started = time.perf_counter()
+        self.power_on(shares)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        assert self._socket is not None
+        while not self.server.all_done:
+            if self._socket.poll(POLL_MS):
+                self.server.serve_pending()
+                continue
+            self._check_workers()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the run did not finish within {timeout_s} s")
+        self.power_off()
+        return build_result(self, time.perf_counter() - started)
+
+    def _check_workers(self) -> None:
+        for worker in self.workers:
+            code = worker.process.exitcode
+            if code is not None and not self.server.vcpus[worker.vcpu].done:
+                self.server.serve_pending()
+                if not self.server.vcpus[worker.vcpu].done:
+                    raise WorkerDied(
+                        f"vCPU {worker.vcpu} worker (pid {worker.process.pid}) ended before finishing its "
+                        f"workload: {_describe_exit(code)}"
+                    )
+
+    def reset(self) -> None:
+        """VM reset (VINF_EM_RESET): every device's reset hook, under its lock."""
+        for instance in self.instances:
+            hook = getattr(instance.ring3, "reset", None)
+            if hook is not None:
+                with instance.lock:
+                    hook()
+
+    def power_off(self) -> None:
+        """Stop the workers (serving them meanwhile), then the devices' power-off hooks."""
+        if self._powered_off:
+            return
+        self._powered_off = True
+        self._stop_workers()
+        for instance in self.instances:
+            hook = getattr(instance.ring3, "power_off", None)
+            if hook is not None:
+                with instance.lock:
+                    hook()
+
+    def _stop_workers(self) -> None:
+        if not self.workers:
+            return
+        if self.segments:
+            self.vm.state = VM_POWERING_OFF
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
+            if self._socket is not None and self._socket.poll(20):
+                self.server.serve_pending()
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(1.0)
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join()
+
+    # -- what a run leaves ---------------------------------------------------------------
+    def console_output(self) -> dict[str, str]:
+        """What each device wrote to a memory driver, by device and LUN."""
+        output: dict[str, str] = {}
+        for instance in self.instances:
+            for lun, driver in instance.drivers.items():
+                if isinstance(driver, MemoryCharDriver):
+                    output[f"{instance.name}/LUN#{lun}"] = driver.output.decode("latin-1")
+        return output
+
+    def device(self, name: str, number: int = 0) -> DeviceInstance:
+        for instance in self.instances:
+            if instance.reg.name == name and instance.number == number:
+                return instance
+        raise KeyError(f"no device {name}#{number}")
+
+    # -- destruction ---------------------------------------------------------------------
+    def _destroy(self) -> None:
+        try:
+            self.power_off()
+        finally:
+            for instance in self.instances:
+                for driver in instance.drivers.values():
+                    close = getattr(driver, "close", None)
+                    if close is not None:
+                        close()
+            if self._socket is not None:
+                self._socket.close(linger=0)
+                self._socket = None
+            if self._context is not None:
+                self._context.term()
+                self._context = None
+            if self._endpoint_dir is not None:
+                shutil.rmtree(self._endpoint_dir, ignore_errors=True)
+                self._endpoint_dir = None
+            self._release_segments()
+
+    def _release_segments(self) -> None:
+        # Every view on the segments must go before they can close.
+        for instance in self.instances:
+            instance.state = None
+            instance.ring3 = None
+        self.port_io = []
+        self.__dict__.pop("server", None)
+        for name in ("table", "vm", "counters", "iom"):
+            self.__dict__.pop(name, None)
+        for segment in self.segments:
+            segment.close()
+            segment.unlink()
+        self.segments = []
+
