@@ -394,6 +394,7 @@ class SerialRing3(UartCore):
 
     def reset(self) -> None:
         self.reset_registers()
+        self._sync_with_driver()  # input the driver already holds is there from the start
 
     def io_out(self, offset: int, value: int, size: int) -> int:
         """Write register *offset*.  Always VINF_SUCCESS; accesses wider than a byte are ignored."""

@@ -13,6 +13,7 @@ Ring-3 creates it before the workers are spawned and hands it to them at start.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shared.stats import (
@@ -25,18 +26,29 @@ from shared.stats import (
 )
 
 
+STALL_CHECK_S = 0.5
+
+
 class DeviceLock:
     """A device instance's critical section, seen from one writer's statistics row."""
 
-    __slots__ = ("name", "_lock", "_acquire", "release", "_counters", "_base")
+    __slots__ = ("name", "_lock", "_acquire", "release", "_counters", "_base", "_on_stall")
 
-    def __init__(self, name: str, lock: Any, counters: memoryview, base: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        lock: Any,
+        counters: memoryview,
+        base: int,
+        on_stall: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self._lock = lock
         self._acquire = lock.acquire
         self.release = lock.release
         self._counters = counters
         self._base = base
+        self._on_stall = on_stall
 
     def try_enter_ring0(self) -> bool:
         """PDMCritSectEnter from ring-0 with an rcBusy: never waits."""
@@ -47,13 +59,19 @@ class DeviceLock:
         return False
 
     def enter_ring3(self) -> None:
-        """PDMCritSectEnter from ring-3: waits, and counts the wait when there was one."""
+        """PDMCritSectEnter from ring-3: waits, and counts the wait when there was one.
+
+        While it waits, ``on_stall`` is called every STALL_CHECK_S: a holder that died
+        (a killed worker never releases) must end the run, not hang it.
+        """
         counters = self._counters
         base = self._base
         if not self._acquire(False):
             counters[base + L_CONTENTION_R3] += 1
             started = time.perf_counter_ns()
-            self._acquire(True)
+            while not self._acquire(True, STALL_CHECK_S):
+                if self._on_stall is not None:
+                    self._on_stall()
             counters[base + L_CONTENTION_R3_WAIT_NS] += time.perf_counter_ns() - started
             counters[base + L_CONTENTION_R3_WAIT_CALLS] += 1
         counters[base + L_ENTERS_R3] += 1

@@ -66,9 +66,9 @@ class Segment:
     def close(self) -> None:
         """Drop our views and unmap the segment (the name stays until :meth:`unlink`).
 
-        Views handed to others (device halves, dispatchers) must have been dropped by
-        their owners first; if one still lives, the mapping is left for process exit
-        rather than raising from cleanup code.
+        Views handed to others (device halves, dispatchers) should have been dropped
+        by their owners first; if one still lives, the segment is detached and its
+        mapping goes away with that last view.
         """
         if self._closed:
             return
@@ -80,8 +80,21 @@ class Segment:
         try:
             self._shm.close()
         except BufferError:
-            return
+            self._detach()
         self._closed = True
+
+    def _detach(self) -> None:
+        """Give up our handles while someone else's view still pins the mapping.
+
+        The mapping then lives exactly as long as the last view and goes with it;
+        SharedMemory must not try (and fail, noisily) to close it again when collected.
+        """
+        shm = self._shm
+        shm._buf = None  # type: ignore[attr-defined]
+        shm._mmap = None  # type: ignore[attr-defined]
+        if shm._fd >= 0:  # type: ignore[attr-defined]
+            os.close(shm._fd)  # type: ignore[attr-defined]
+            shm._fd = -1  # type: ignore[attr-defined]
 
     def unlink(self) -> None:
         """Remove the name; only the creator (ring-3) does this."""

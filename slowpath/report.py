@@ -67,6 +67,7 @@ class RunResult:
     replay: dict[str, Any]
     console: dict[str, str]
     exit_status: int | None
+    resets: int
     per_vcpu: list[dict[str, Any]]
     merges: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -114,10 +115,15 @@ class RunResult:
         for name, text in self.console.items():
             if text:
                 lines.append(f"\n  output of {name}:")
-                lines.extend(f"    | {line}" for line in text.splitlines())
+                lines.extend(f"    | {_printable(line)}" for line in text.splitlines())
         for error in self.errors:
             lines.append(f"  error: {error}")
         return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """Guest output with control characters (terminal escapes) made visible."""
+    return "".join(c if c.isprintable() or c == "\t" else f"\\x{ord(c):02x}" for c in text)
 
 
 def _show(value: Any) -> str:
@@ -241,6 +247,7 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
         },
         console=vm.console_output(),
         exit_status=vm.services.exit_status,
+        resets=server.resets,
         per_vcpu=per_vcpu,
         merges=merges,
         errors=errors,

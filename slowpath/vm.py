@@ -46,7 +46,9 @@ from slowpath.report import RunResult, build_result
 from slowpath.server import Ring3Server
 
 POLL_MS = 50
+WORKER_CHECK_S = 0.1
 STOP_GRACE_S = 3.0
+HOOK_LOCK_WAIT_S = 1.0
 
 
 class WorkerDied(Exception):
@@ -133,7 +135,10 @@ class VM:
         self.port_io = [
             Ring3PortIO(
                 self.iom,
-                [DeviceLock(i.name, i.lock, self.counters, self.stats.lock_base(row, i.index)) for i in self.instances],
+                [
+                    DeviceLock(i.name, i.lock, self.counters, self.stats.lock_base(row, i.index), self._check_workers)
+                    for i in self.instances
+                ],
                 self.counters,
                 row,
             )
@@ -197,34 +202,53 @@ class VM:
         self.power_on(shares)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         assert self._socket is not None
+        next_check = 0.0
         while not self.server.all_done:
             if self._socket.poll(POLL_MS):
                 self.server.serve_pending()
-                continue
-            self._check_workers()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"the run did not finish within {timeout_s} s")
+            now = time.monotonic()
+            if now >= next_check:  # a waitpid per worker, so not after every message
+                next_check = now + WORKER_CHECK_S
+                self._check_workers()
+                if deadline is not None and now > deadline:
+                    raise TimeoutError(f"the run did not finish within {timeout_s} s")
         self.power_off()
         return build_result(self, time.perf_counter() - started)
 
     def _check_workers(self) -> None:
+        """Raise WorkerDied for a worker that exited before reporting done.
+
+        A worker waits for the reply to its ``done``, so one that has exited without
+        it being recorded did not finish: it was killed or failed.
+        """
         for worker in self.workers:
             code = worker.process.exitcode
             if code is not None and not self.server.vcpus[worker.vcpu].done:
-                self.server.serve_pending()
-                if not self.server.vcpus[worker.vcpu].done:
-                    raise WorkerDied(
-                        f"vCPU {worker.vcpu} worker (pid {worker.process.pid}) ended before finishing its "
-                        f"workload: {_describe_exit(code)}"
-                    )
+                raise WorkerDied(
+                    f"vCPU {worker.vcpu} worker (pid {worker.process.pid}) ended before finishing its "
+                    f"workload: {_describe_exit(code)}"
+                )
 
     def reset(self) -> None:
         """VM reset (VINF_EM_RESET): every device's reset hook, under its lock."""
+        self._call_device_hooks("reset")
+
+    def _call_device_hooks(self, name: str) -> None:
+        """Call a ring-3 hook of every device that has one, holding the device's lock.
+
+        A lock still held after HOOK_LOCK_WAIT_S can only belong to a worker that died
+        inside a callback; the hook runs anyway, so nothing is left unflushed.
+        """
         for instance in self.instances:
-            hook = getattr(instance.ring3, "reset", None)
-            if hook is not None:
-                with instance.lock:
-                    hook()
+            hook = getattr(instance.ring3, name, None)
+            if hook is None:
+                continue
+            locked = instance.lock.acquire(True, HOOK_LOCK_WAIT_S)
+            try:
+                hook()
+            finally:
+                if locked:
+                    instance.lock.release()
 
     def power_off(self) -> None:
         """Stop the workers (serving them meanwhile), then the devices' power-off hooks."""
@@ -232,11 +256,7 @@ class VM:
             return
         self._powered_off = True
         self._stop_workers()
-        for instance in self.instances:
-            hook = getattr(instance.ring3, "power_off", None)
-            if hook is not None:
-                with instance.lock:
-                    hook()
+        self._call_device_hooks("power_off")
 
     def _stop_workers(self) -> None:
         if not self.workers:
