@@ -164,9 +164,13 @@ def test_each_vcpu_runs_its_share_with_its_own_statistics_row() -> None:
         result = vm.run(vm.split_workload(ops, "t"))
         assert vm.device("testdev").state.nop_writes == 70
     assert [v["executed"] for v in result.per_vcpu] == [50, 20]
-    # vCPU 0's NOPs finish in ring-0 unless vCPU 1 (or ring-3 for it) holds the lock.
-    assert result.ring0_handled + result.deferred["device_lock_busy"] == 50
-    assert result.deferred["device_asked"] == 20
+    # The two vCPUs contend for testdev's lock: an access that finds it taken is
+    # deferred as "device lock busy" instead of finishing in ring-0 (vCPU 0) or being
+    # deferred by the device itself (vCPU 1).  Either way each write lands once.
+    assert result.ring0_handled + sum(result.deferred.values()) == 70
+    assert result.ring0_handled <= 50
+    assert result.deferred["device_asked"] + result.deferred["device_lock_busy"] >= 20
+    assert result.commits == sum(result.deferred.values())
 
 
 def test_tcp_transport_binds_loopback_and_works() -> None:
