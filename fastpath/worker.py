@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import signal
 import sys
 import time
@@ -113,7 +114,9 @@ def _run(
     vcpu = VCpu(boot.vcpu, dispatcher, link, vm)
     try:
         link.call(OP_HELLO, os.getpid())
-        report = replay(vcpu, boot.ops)
+        with open(boot.ops_file, "rb") as ops_file:
+            ops = pickle.load(ops_file)
+        report = replay(vcpu, ops)
         wire_report = report.to_wire()
         wire_report["failures"] = vcpu.failures
         wire_report["callback_errors"] = [str(error) for error in dispatcher.callback_errors]

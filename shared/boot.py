@@ -1,8 +1,10 @@
 """What ring-3 hands a vCPU worker when it spawns it (pickled once, as process arguments).
 
 Everything a worker needs to attach to the VM: the segment names, the statistics
-layout, the ring-0-enabled device instances with their locks, its share of the
-workload and where ring-3 listens.  None of this ever travels over the wire.
+layout, the ring-0-enabled device instances with their locks, where its share of the
+workload waits (a pickle in ring-3's private 0700 directory, so that spawning stays
+quick however long the workload) and where ring-3 listens.  None of this ever travels
+over the wire.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.stats import StatsLayout
-from shared.trace import TraceOp
 
 
 @dataclass(frozen=True)
@@ -38,4 +39,4 @@ class WorkerBoot:
     stats_segment: str
     stats: StatsLayout
     devices: tuple[DeviceBoot, ...]
-    ops: list[TraceOp]
+    ops_file: str

@@ -96,22 +96,24 @@ def _strip_comment(line: str) -> str:
 
 
 def locate(text: str, keys: tuple[str, ...]) -> int:
-    """The line (1-based) where *keys* is set, or its closest enclosing table; else 1."""
-    best_line, best_depth = 1, -1
+    """The line (1-based) that best shows *keys*: where it is set, else the first table
+    inside it or the closest table around it; 1 when nothing matches."""
+    best_line, best_depth = 1, 0
     current: tuple[str, ...] = ()
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw)
         header = re.match(r"\[\s*(.+?)\s*\]$", line)
         if header:
             current = _split_dotted(header.group(1))
-            if keys[: len(current)] == current and len(current) > best_depth:
-                best_line, best_depth = number, len(current)
-            continue
-        assignment = re.match(r"\s*(.+?)\s*=", line)
-        if assignment:
-            full = current + _split_dotted(assignment.group(1))
-            if keys[: len(full)] == full and len(full) > best_depth:
-                best_line, best_depth = number, len(full)
+            path = current
+        else:
+            assignment = re.match(r"\s*(.+?)\s*=", line)
+            if not assignment:
+                continue
+            path = current + _split_dotted(assignment.group(1))
+        depth = min(len(path), len(keys))
+        if path[:depth] == keys[:depth] and depth > best_depth:
+            best_line, best_depth = number, depth
     return best_line
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import tempfile
@@ -91,7 +92,7 @@ class VM:
         self.instances: list[DeviceInstance] = []
         self.segments: list[Segment] = []
         self.workers: list[_Worker] = []
-        self._endpoint_dir: str | None = None
+        self._private_dir: str | None = None
         self._context: zmq.Context[Any] | None = None
         self._socket: zmq.Socket[Any] | None = None
         self._powered_off = False
@@ -149,13 +150,14 @@ class VM:
         self.server = Ring3Server(self._socket, self.vm, self.port_io, self.counters, ring3_rows, self.reset)
 
     def _bind(self) -> None:
+        # Ring-3's private directory (mode 0700): the ipc socket and the workers' workloads.
+        self._private_dir = tempfile.mkdtemp(prefix="ringsim-")
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if self.transport == "ipc":
-            self._endpoint_dir = tempfile.mkdtemp(prefix="ringsim-")  # mode 0700
-            self._socket.bind(f"ipc://{self._endpoint_dir}/ring3.sock")
+            self._socket.bind(f"ipc://{self._private_dir}/ring3.sock")
         else:
             self._socket.bind("tcp://127.0.0.1:*")
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -179,7 +181,11 @@ class VM:
             if i.r0_enabled
         )
         self.vm.state = VM_RUNNING
+        assert self._private_dir is not None
         for vcpu, share in enumerate(shares):
+            ops_file = os.path.join(self._private_dir, f"vcpu{vcpu}.ops")
+            with open(ops_file, "wb") as file:
+                pickle.dump(share, file, protocol=pickle.HIGHEST_PROTOCOL)
             boot = WorkerBoot(
                 vcpu=vcpu,
                 endpoint=self.endpoint,
@@ -190,11 +196,16 @@ class VM:
                 stats_segment=self.stats_segment.name,
                 stats=self.stats,
                 devices=devices,
-                ops=share,
+                ops_file=ops_file,
             )
             process = context.Process(target=worker_main, args=(boot,), name=f"ringsim-vcpu{vcpu}", daemon=True)
-            process.start()
-            self.workers.append(_Worker(vcpu, process))
+            # Ctrl-C in the middle of start() would leave a child we hold no handle on.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                process.start()
+                self.workers.append(_Worker(vcpu, process))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def run(self, shares: list[list[TraceOp]], *, timeout_s: float | None = None) -> RunResult:
         """Power on, serve every worker until each reports done, power off; the run's result."""
@@ -307,9 +318,9 @@ class VM:
             if self._context is not None:
                 self._context.term()
                 self._context = None
-            if self._endpoint_dir is not None:
-                shutil.rmtree(self._endpoint_dir, ignore_errors=True)
-                self._endpoint_dir = None
+            if self._private_dir is not None:
+                shutil.rmtree(self._private_dir, ignore_errors=True)
+                self._private_dir = None
             self._release_segments()
 
     def _release_segments(self) -> None:
