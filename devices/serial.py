@@ -394,7 +394,10 @@ class SerialRing3(UartCore):
 
     def reset(self) -> None:
         self.reset_registers()
-        self._sync_with_driver()  # input the driver already holds is there from the start
+        # Input the driver already holds shows as DR from the start; ring-0 then sends
+        # the RBR read here, where the byte is fetched.
+        self.state.driver_has_input = 1 if self.driver is not None and self.driver.pending_input() else 0
+        self._update_status()
 
     def io_out(self, offset: int, value: int, size: int) -> int:
         """Write register *offset*.  Always VINF_SUCCESS; accesses wider than a byte are ignored."""

@@ -14,6 +14,7 @@ import pickle
 import signal
 import sys
 import time
+
 from fastpath.dispatch import PortDispatcher, Ring0Callbacks
 from fastpath.link import Ring3Gone, Ring3Link, Ring3Refused
 from fastpath.replay import replay
@@ -70,48 +71,59 @@ class Ring0Helpers:
         return time.monotonic_ns() - self._clock_base_ns
 
 
+class Ring0Environment:
+    """A worker's view of the VM: segments attached, ring-0 halves built, dispatcher ready.
+
+    The benchmarks build one in their own process to time the ring-0 path without a
+    worker around it; :func:`worker_main` builds one per vCPU process.
+    """
+
+    def __init__(self, boot: WorkerBoot) -> None:
+        self.segments = [
+            Segment.attach(name)
+            for name in (boot.table_segment, boot.vm_segment, boot.state_segment, boot.stats_segment)
+        ]
+        table_segment, vm_segment, state_segment, stats_segment = self.segments
+        table = table_segment.view(IoPortTable)
+        self.vm = vm_segment.view(VmShared)
+        counters = stats_segment.words()
+        row = boot.stats.row_base(boot.vcpu, ring3=False)
+        self.callbacks: dict[int, Ring0Callbacks] = {}
+        for device in boot.devices:
+            reg = importlib.import_module(device.module).REGISTRATION
+            state = state_segment.view(reg.shared_state, device.state_offset)
+            lock = DeviceLock(device.name, device.lock, counters, boot.stats.lock_base(row, device.index))
+            helpers = Ring0Helpers(device, table, lock, self.callbacks, self.vm.clock_base_ns)
+            reg.ring0(helpers, state, device.config)  # its callbacks now live in self.callbacks
+        self.dispatcher = PortDispatcher(PortLookup(table), self.callbacks, self.vm.vcpus[boot.vcpu], counters, row)
+
+    def close(self) -> None:
+        """Drop every view, then unmap (ring-3 unlinks)."""
+        self.__dict__.pop("dispatcher", None)
+        self.__dict__.pop("callbacks", None)
+        self.__dict__.pop("vm", None)
+        for segment in self.segments:
+            segment.close()
+
+
 def worker_main(boot: WorkerBoot) -> None:
     """Process entry point (multiprocessing, spawn)."""
     # Ctrl-C reaches the whole process group; ring-3 decides how the VM stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    segments = [
-        Segment.attach(name)
-        for name in (boot.table_segment, boot.vm_segment, boot.state_segment, boot.stats_segment)
-    ]
-    table_segment, vm_segment, state_segment, stats_segment = segments
+    environment = Ring0Environment(boot)
     link = Ring3Link(boot.endpoint, boot.vcpu, boot.ring3_pid)
-    code = 0
     try:
-        code = _run(boot, table_segment, vm_segment, state_segment, stats_segment, link)
+        code = _run(boot, environment, link)
     finally:
         link.close()
-        for segment in segments:
-            segment.close()
+        environment.close()
     if code:
         sys.exit(code)
 
 
-def _run(
-    boot: WorkerBoot,
-    table_segment: Segment,
-    vm_segment: Segment,
-    state_segment: Segment,
-    stats_segment: Segment,
-    link: Ring3Link,
-) -> int:
-    table = table_segment.view(IoPortTable)
-    vm = vm_segment.view(VmShared)
-    counters = stats_segment.words()
-    row = boot.stats.row_base(boot.vcpu, ring3=False)
-    callbacks: dict[int, Ring0Callbacks] = {}
-    for device in boot.devices:
-        reg = importlib.import_module(device.module).REGISTRATION
-        state = state_segment.view(reg.shared_state, device.state_offset)
-        lock = DeviceLock(device.name, device.lock, counters, boot.stats.lock_base(row, device.index))
-        helpers = Ring0Helpers(device, table, lock, callbacks, vm.clock_base_ns)
-        reg.ring0(helpers, state, device.config)  # its callbacks now live in `callbacks`
-    dispatcher = PortDispatcher(PortLookup(table), callbacks, vm.vcpus[boot.vcpu], counters, row)
-    vcpu = VCpu(boot.vcpu, dispatcher, link, vm)
+def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> int:
+    dispatcher = environment.dispatcher
+    vcpu = VCpu(boot.vcpu, dispatcher, link, environment.vm)
     try:
         link.call(OP_HELLO, os.getpid())
         with open(boot.ops_file, "rb") as ops_file:
@@ -129,4 +141,3 @@ def _run(
         print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)
         return EXIT_PROTOCOL
     return 0
-

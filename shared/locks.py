@@ -25,7 +25,6 @@ from shared.stats import (
     L_ENTERS_RZ,
 )
 
-
 STALL_CHECK_S = 0.5
 
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 SEGMENT_PREFIX = "ringsim_"
 _SHM_DIR = Path("/dev/shm")
 
-CT = TypeVar("CT", bound="ctypes._CData")
+CT = TypeVar("CT", bound=ctypes.Structure)
 
 
 def new_segment_name(tag: str) -> str:
@@ -51,15 +51,21 @@ class Segment:
     def size(self) -> int:
         return self._shm.size
 
+    def _buffer(self) -> memoryview:
+        buffer = self._shm.buf
+        if buffer is None:
+            raise ValueError(f"segment {self.name} is closed")
+        return buffer
+
     def view(self, ctype: type[CT], offset: int = 0) -> CT:
         """A ctypes object living in this segment at *offset*."""
-        obj = ctype.from_buffer(self._shm.buf, offset)
+        obj: CT = ctype.from_buffer(self._buffer(), offset)
         self._views.append(obj)
         return obj
 
     def words(self) -> memoryview:
         """The whole segment as unsigned 64-bit words (statistics rows)."""
-        view = self._shm.buf.cast("Q")
+        view = self._buffer().cast("Q")
         self._words.append(view)
         return view
 

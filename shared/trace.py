@@ -8,6 +8,7 @@ raises :class:`TraceError` naming the file, the line and what was expected.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -66,6 +67,8 @@ def parse_line(text: str, line: int) -> TraceOp | None:
     vcpu = 0
     if words[0].startswith("@"):
         vcpu = _number(words[0][1:], "vCPU")
+        if vcpu < 0:
+            raise ValueError(f"vCPU {vcpu} is negative")
         words = words[1:]
         if not words:
             raise ValueError("'@N' must be followed by an access")
@@ -136,7 +139,10 @@ def parse_line(text: str, line: int) -> TraceOp | None:
 
 def parse_text(text: str, source: str) -> list[TraceOp]:
     ops: list[TraceOp] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at '\n' only: str.splitlines() would also split at form feeds and
+    # other separators a comment may hold, and shift every later line number.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         try:
             op = parse_line(line, number)
         except ValueError as exc:
@@ -153,7 +159,7 @@ def read_trace(path: Path) -> list[TraceOp]:
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
         text = raw.decode("utf-8")
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise TraceError(f"{path}: cannot read trace: {exc}") from None
     except UnicodeDecodeError as exc:
         raise TraceError(f"{path}: not UTF-8 text: {exc}") from None

@@ -68,6 +68,11 @@ def _small_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) for k in value)
 
 
+def _payload(value: Any) -> bool:
+    """an integer or bytes"""
+    return type(value) is int or isinstance(value, bytes)
+
+
 def _text(value: Any) -> bool:
     """a string"""
     return isinstance(value, str)
@@ -89,7 +94,7 @@ REQUEST_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
 }
 
 REPLY_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
-    OP_REPLY: (("status", _STATUS), ("payload", lambda v: type(v) is int or isinstance(v, bytes))),
+    OP_REPLY: (("status", _STATUS), ("payload", _payload)),
     OP_ERROR: (("status", _STATUS), ("message", _text)),
 }
 
@@ -119,7 +124,7 @@ def _unpack(frame: bytes) -> list[Any]:
         raise WireError(f"not a msgpack message: {exc}") from None
     if not isinstance(message, list) or len(message) < 4:
         raise WireError("a message is an array of at least 4 fields")
-    if message[0] != PROTOCOL_VERSION:
+    if type(message[0]) is not int or message[0] != PROTOCOL_VERSION:
         raise WireError(f"protocol version {message[0]!r}, expected {PROTOCOL_VERSION}")
     if type(message[2]) is not int or not 0 <= message[2] < 1 << 63:
         raise WireError(f"field seq: {message[2]!r} is not a sequence number")
@@ -160,8 +165,10 @@ def decode_reply(frame: bytes) -> Reply:
 
 
 def encode_request(op: int, seq: int, vcpu: int, *args: Any) -> bytes:
-    return msgpack.packb([PROTOCOL_VERSION, op, seq, vcpu, *args], use_bin_type=True)
+    frame: bytes = msgpack.packb([PROTOCOL_VERSION, op, seq, vcpu, *args], use_bin_type=True)
+    return frame
 
 
 def encode_reply(op: int, seq: int, status: int, payload: Any) -> bytes:
-    return msgpack.packb([PROTOCOL_VERSION, op, seq, status, payload], use_bin_type=True)
+    frame: bytes = msgpack.packb([PROTOCOL_VERSION, op, seq, status, payload], use_bin_type=True)
+    return frame

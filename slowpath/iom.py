@@ -20,7 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from shared.devapi import IOM_IOPORT_F_ABS, IOM_IOPORT_F_VALID_MASK, PortIn, PortInString, PortOut, PortOutString
+from shared.devapi import (
+    IOM_IOPORT_F_ABS,
+    IOM_IOPORT_F_VALID_MASK,
+    PortIn,
+    PortInString,
+    PortOut,
+    PortOutString,
+)
 from shared.iomtable import (
     CB_IN,
     CB_IN_STRING,
@@ -43,9 +50,7 @@ from shared.stats import (
     P_COUNT,
     P_IN_R3,
     P_OUT_R3,
-    P_PROF_IN_R3_CALLS,
     P_PROF_IN_R3_NS,
-    P_PROF_OUT_R3_CALLS,
     P_PROF_OUT_R3_NS,
     P_TOTAL,
 )
@@ -142,7 +147,7 @@ class IoPortManager:
         encoded = description.encode()
         if not encoded or len(encoded) >= IOPORT_DESCRIPTION_MAX:
             raise VBoxError(VERR_INVALID_PARAMETER, f"{device}: description must be 1..127 bytes")
-        handle = table.registrations
+        handle = int(table.registrations)
         if handle >= IOPORT_MAX_REGISTRATIONS or table.port_stats + count > PORT_STATS_MAX:
             raise VBoxError(VERR_IOM_TOO_MANY_IOPORT_REGISTRATIONS, f"{device}: no room for {count} more ports")
         callbacks = (

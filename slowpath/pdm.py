@@ -375,6 +375,7 @@ def construct_instances(
     """Run every constructor in order, then init-complete, then freeze region creation."""
     for instance, state in zip(instances, states, strict=True):
         instance.state = state
+        assert instance.reg.ring3 is not None  # registration guarantees a constructor
         instance.ring3 = instance.reg.ring3(Ring3Helpers(instance, iom, services, config), state, instance.config)
         if instance.r0_enabled and instance.reg.ring0 is not None:
             instance.reg.ring0(Ring0SetupRecorder(instance, iom, services), state, instance.config)

@@ -172,32 +172,35 @@ class VM:
             shares[op.vcpu].append(op)
         return shares
 
+    def worker_boot(self, vcpu: int, ops_file: str = "") -> WorkerBoot:
+        """What the ring-0 worker of *vcpu* needs to attach to this VM."""
+        return WorkerBoot(
+            vcpu=vcpu,
+            endpoint=self.endpoint,
+            ring3_pid=os.getpid(),
+            table_segment=self.table_segment.name,
+            vm_segment=self.vm_segment.name,
+            state_segment=self.state_segment.name,
+            stats_segment=self.stats_segment.name,
+            stats=self.stats,
+            devices=tuple(
+                DeviceBoot(i.index, i.name, i.module, i.number, i.state_offset, i.config, i.lock)
+                for i in self.instances
+                if i.r0_enabled
+            ),
+            ops_file=ops_file,
+        )
+
     def power_on(self, shares: list[list[TraceOp]]) -> None:
         """Spawn one ring-0 worker per vCPU with its share of the workload."""
         context = multiprocessing.get_context("spawn")
-        devices = tuple(
-            DeviceBoot(i.index, i.name, i.module, i.number, i.state_offset, i.config, i.lock)
-            for i in self.instances
-            if i.r0_enabled
-        )
         self.vm.state = VM_RUNNING
         assert self._private_dir is not None
         for vcpu, share in enumerate(shares):
             ops_file = os.path.join(self._private_dir, f"vcpu{vcpu}.ops")
             with open(ops_file, "wb") as file:
                 pickle.dump(share, file, protocol=pickle.HIGHEST_PROTOCOL)
-            boot = WorkerBoot(
-                vcpu=vcpu,
-                endpoint=self.endpoint,
-                ring3_pid=os.getpid(),
-                table_segment=self.table_segment.name,
-                vm_segment=self.vm_segment.name,
-                state_segment=self.state_segment.name,
-                stats_segment=self.stats_segment.name,
-                stats=self.stats,
-                devices=devices,
-                ops_file=ops_file,
-            )
+            boot = self.worker_boot(vcpu, ops_file)
             process = context.Process(target=worker_main, args=(boot,), name=f"ringsim-vcpu{vcpu}", daemon=True)
             # Ctrl-C in the middle of start() would leave a child we hold no handle on.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

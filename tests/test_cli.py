@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from shared.segments import SEGMENT_PREFIX
 
 RINGSIM = [sys.executable, "-c", "from slowpath.cli import main; main()"]

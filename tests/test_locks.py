@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared import locks
 from shared.locks import DeviceLock
 from shared.stats import (
     L_CONTENTION_R3,
@@ -166,6 +167,41 @@ def test_enter_ring3_waits_for_the_holder_and_counts_contention_and_wait_time(
     assert counters[BASE + L_ENTERS_R3] == 1
     assert counters[BASE + L_ENTERS_RZ] == counters[BASE + L_CONTENTION_RZ_BUSY] == 0
     assert untouched(counters)
+
+
+def test_enter_ring3_calls_on_stall_while_it_waits(
+    raw_lock: Any, counters: memoryview, holder: Holder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(locks, "STALL_CHECK_S", 0.02)
+    stalls: list[float] = []
+    device_lock = DeviceLock(
+        "serial#0", raw_lock, counters, BASE, on_stall=lambda: stalls.append(time.monotonic())
+    )
+    timer = threading.Timer(HOLD_SECONDS, holder.let_go)
+    timer.start()
+    try:
+        device_lock.enter_ring3()
+        device_lock.release()
+    finally:
+        timer.cancel()
+    assert len(stalls) >= 2
+    assert counters[BASE + L_CONTENTION_R3] == counters[BASE + L_CONTENTION_R3_WAIT_CALLS] == 1
+    assert counters[BASE + L_ENTERS_R3] == 1
+
+
+def test_on_stall_that_raises_ends_the_wait_without_entering(
+    raw_lock: Any, counters: memoryview, holder: Holder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(locks, "STALL_CHECK_S", 0.02)
+
+    def holder_died() -> None:
+        raise RuntimeError("the lock holder died")
+
+    device_lock = DeviceLock("serial#0", raw_lock, counters, BASE, on_stall=holder_died)
+    with pytest.raises(RuntimeError, match="holder died"):
+        device_lock.enter_ring3()
+    assert counters[BASE + L_CONTENTION_R3] == 1
+    assert counters[BASE + L_ENTERS_R3] == counters[BASE + L_CONTENTION_R3_WAIT_CALLS] == 0
 
 
 def test_context_manager_enters_in_ring3_and_releases(

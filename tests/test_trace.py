@@ -200,18 +200,12 @@ def test_first_bad_line_stops_the_parse() -> None:
     assert parse_error("out 0x80 1 0\nbogus\nalso bogus\n").startswith(f"{SOURCE}:2: ")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: trace._number accepts '-1', so '@-1' parses as vCPU -1")
 def test_negative_vcpu_prefix_is_rejected() -> None:
     # slowpath/vm.py split_workload only checks op.vcpu >= vcpu_count, so vCPU -1 would
     # silently be replayed by the last vCPU (shares[-1]).
     assert "vCPU" in parse_error("@-1 out 0x80 1 0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_text splits with str.splitlines, which also breaks lines at \\f, \\v, \\x1c-\\x1e, "
-    "\\x85, \\u2028 and \\u2029: text after one of them inside a comment is parsed as a new line",
-)
 def test_form_feed_inside_a_comment_stays_in_the_comment() -> None:
     ops = parse_text("out 0x80 1 1  # page\x0cbreak\nin 0x80 1\n", SOURCE)
     assert [(o.kind, o.line) for o in ops] == [(OUT, 1), (IN, 2)]
@@ -267,10 +261,6 @@ def test_read_trace_truncated_gzip_is_a_trace_error(tmp_path: Path) -> None:
         read_trace(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: read_trace lets zlib.error (corrupt deflate data in a .gz) escape",
-)
 def test_read_trace_corrupt_gzip_is_a_trace_error(tmp_path: Path) -> None:
     compressed = bytearray(gzip.compress(b"out 0x80 1 0\n" * 50))
     for i in range(10, len(compressed) - 8):  # keep the header and trailer, garble the deflate data

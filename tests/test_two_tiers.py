@@ -13,8 +13,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import vm_config, workload
+
 from shared.stats import G_DEFER_IOM_LOCK_BUSY, L_CONTENTION_R3
 from shared.status import VINF_EM_OFF, VINF_SUCCESS
 from slowpath.vm import VM, WorkerDied
@@ -65,14 +65,16 @@ Input = "ZY"
 [Devices.testdev.0]
 """
     )
-    # NOP_R3 is answered only in ring-3.  With FIFOs off the UART holds one received
-    # byte ("Z", read in ring-0); the next ("Y") waits in the ring-3 driver, so ring-0
-    # must defer that read and the value comes from ring-3.
-    ops = workload("in 0x541 4 = 0x64726962\nin 0x3f8 1 = 0x5a\nin 0x3f8 1 = 0x59\n")
+    # NOP_R3 is answered only in ring-3.  The UART's received bytes wait in the ring-3
+    # driver: ring-0 sees data ready (LSR.DR), but must defer each RBR read so that
+    # ring-3 fetches the byte; the values come from ring-3.
+    ops = workload("in 0x541 4 = 0x64726962\nin 0x3fd 1 = 0x61\nin 0x3f8 1 = 0x5a\nin 0x3f8 1 = 0x59\n")
     with VM(config) as vm:
         result = vm.run(vm.split_workload(ops, "t"))
-    assert result.replay["reads_matched"] == 3, result.replay["mismatches"]
-    assert result.deferred["device_asked"] >= 2
+    assert result.replay["reads_matched"] == 4, result.replay["mismatches"]
+    assert result.deferred["device_asked"] == 3
+    serial = next(r for r in result.regions if r["description"] == "SERIAL")
+    assert (serial["in_r0"], serial["in_r0_to_r3"], serial["in_r3"]) == (1, 2, 2)
     assert result.ring3_accesses >= 2
 
 
@@ -202,7 +204,7 @@ def test_killed_worker_ends_run_with_clear_error_within_5_seconds() -> None:
 
         killer = threading.Thread(target=kill_worker_once_running)
         killer.start()
-        with pytest.raises(WorkerDied, match="vCPU 0 worker .* killed by SIGKILL"):
+        with pytest.raises(WorkerDied, match=r"vCPU 0 worker .* killed by SIGKILL"):
             vm.run(vm.split_workload(ops, "t"))
         noticed = time.monotonic() - killed_at[0]
         killer.join()
