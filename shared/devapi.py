@@ -80,7 +80,13 @@ class ConfigKey:
     choices: tuple[str, ...] | None = None
 
     def default_for(self, instance: int) -> Any:
-        return self.default(instance) if callable(self.default) else self.default
+        """The default for *instance*; ConfigError when the device has none for it."""
+        if not callable(self.default):
+            return self.default
+        try:
+            return self.default(instance)
+        except (IndexError, KeyError, ValueError):
+            raise ConfigError(f"{self.name} has no default for instance {instance}; set it in Config") from None
 
     def check(self, value: Any) -> Any:
         """Return *value* if it is valid for this key, else raise :class:`ConfigError`."""

@@ -28,7 +28,8 @@ from typing import Any
 
 from shared.vcpu import MAX_VCPUS
 
-_LUN_KEY = re.compile(r"LUN#(\d+)\Z")
+_LUN_KEY = re.compile(r"LUN#([0-9]+)\Z")
+_INSTANCE_NAME = re.compile(r"[0-9]+\Z")  # ASCII digits only: str.isdigit() also takes superscripts
 
 
 class ConfigFileError(Exception):
@@ -129,8 +130,9 @@ def parse_config(text: str, source: str) -> VmConfig:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = int(match.group(1)) if match else 1
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        # tomllib says "(at end of document)" for an error where the text ran out.
+        line = int(match.group(1)) if match else max(1, len(text.rstrip("\n").split("\n")))
+        message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise ConfigFileError(source, line, f"not valid TOML: {message}") from None
     config = VmConfig(name="ringsim", vcpus=1, devices=[], source=source, text=text)
     for key, value in tree.items():
@@ -158,8 +160,11 @@ def _parse_device(config: VmConfig, name: str, node: dict[str, Any]) -> DeviceCo
             if type(value) is not int or value < 0:
                 raise config.error(keys, "Priority must be a non-negative integer")
             device.priority = value
-        elif key.isdigit():
-            device.instances.append(_parse_instance(config, keys, int(key), _table(config, value, keys)))
+        elif _INSTANCE_NAME.match(key):
+            number = int(key)
+            if any(instance.number == number for instance in device.instances):
+                raise config.error(keys, f"instance {number} of {name!r} is configured twice")
+            device.instances.append(_parse_instance(config, keys, number, _table(config, value, keys)))
         else:
             raise config.error(keys, f"the instance name {key!r} isn't all digits")
     device.instances.sort(key=lambda instance: instance.number)

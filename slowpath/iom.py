@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
 from shared.devapi import (
     IOM_IOPORT_F_ABS,
@@ -86,6 +87,22 @@ def _dummy_out(offset: int, value: int, size: int) -> int:
     return VINF_SUCCESS
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_writer(method: Callable[Concatenate[IoPortManager, P], R]) -> Callable[Concatenate[IoPortManager, P], R]:
+    """Run a table change with the writer lock held from its first check to its last write."""
+
+    def serialized(self: IoPortManager, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._writer:
+            return method(self, *args, **kwargs)
+
+    serialized.__name__ = method.__name__
+    serialized.__doc__ = method.__doc__
+    return serialized
+
+
 @dataclass
 class Ring3Region:
     """The ring-3 half of a registration: what the shared table cannot hold (callbacks)."""
@@ -108,7 +125,7 @@ class IoPortManager:
     def __init__(self, table: IoPortTable) -> None:
         self.table = table
         self.regions: list[Ring3Region] = []
-        self._writer = threading.Lock()
+        self._writer = threading.RLock()  # held across a change's checks and its writes
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -121,6 +138,7 @@ class IoPortManager:
                 self.table.generation += 1
 
     # -- IOMR3IoPortCreate -------------------------------------------------------------
+    @_one_writer
     def create(
         self,
         owner: int,
@@ -183,6 +201,7 @@ class IoPortManager:
         return self.regions[handle]
 
     # -- IOMR3IoPortMap / Unmap ----------------------------------------------------------
+    @_one_writer
     def map(self, owner: int, handle: int, port: int) -> None:
         """Map a region at *port*; VERR_IOM_IOPORT_RANGE_CONFLICT if it overlaps a mapped one."""
         region = self._entry(owner, handle)
@@ -216,6 +235,7 @@ class IoPortManager:
             entry.port = port
             entry.mapped = 1
 
+    @_one_writer
     def unmap(self, owner: int, handle: int) -> None:
         region = self._entry(owner, handle)
         table = self.table
@@ -237,6 +257,7 @@ class IoPortManager:
             entry.mapped = 0
 
     # -- IOMR0IoPortSetUpContext, as ring-3 records it -----------------------------------
+    @_one_writer
     def set_up_ring0(self, owner: int, handle: int, callbacks: int) -> None:
         """Mark which ring-0 callbacks a region has (fRing0 and the R0 entry's callbacks)."""
         region = self._entry(owner, handle)

@@ -160,7 +160,13 @@ def _validated(keys: tuple[ConfigKey, ...], given: Mapping[str, Any], instance: 
             known[name].check(value)
         except ConfigError as exc:
             raise BadConfigKey(name, str(exc)) from None
-    return {key.name: given[key.name] if key.name in given else key.default_for(instance) for key in keys}
+    values = {}
+    for key in keys:
+        try:
+            values[key.name] = given[key.name] if key.name in given else key.default_for(instance)
+        except ConfigError as exc:
+            raise BadConfigKey(key.name, str(exc)) from None
+    return values
 
 
 def plan_instances(config: VmConfig, registry: DeviceRegistry) -> list[DeviceInstance]:

@@ -110,11 +110,6 @@ def test_toml_syntax_error_is_reported_at_its_line(text: str, line: int) -> None
     assert "(at line" not in str(error)  # the location is said once, in front
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: slowpath/config.py parse_config only reads '(at line N, column M)'; tomllib's "
-    "'(at end of document)' falls back to line 1",
-)
 def test_toml_error_at_end_of_document_is_reported_at_the_last_line() -> None:
     text = 'Name = "x"\nNumCPUs = 1\n[Devices.serial.0]\nTrusted = [true,\n'
     error = config_error(text)
@@ -165,6 +160,12 @@ def test_non_digit_instance_name_is_an_error_at_its_table() -> None:
     error = config_error(text)
     assert error.line == 2
     assert "'first' isn't all digits" in str(error)
+
+
+def test_instance_name_with_a_non_decimal_digit_is_an_error() -> None:
+    text = '[Devices.serial.0]\n[Devices.serial."\u00b2"]\n'
+    error = config_error(text)
+    assert error.line == 2
 
 
 @pytest.mark.parametrize("value", ["-1", '"high"', "true"])

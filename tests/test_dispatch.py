@@ -682,6 +682,26 @@ def test_string_read_turns_ioport_unused_into_all_ones() -> None:
     assert rig.dispatcher.read_string(0x100, 2, 2) == (VINF_SUCCESS, b"\xff" * 4, 0)
 
 
+def test_string_callback_returning_too_many_units_does_not_start_single_reads() -> None:
+    rig = Rig()
+    single_reads: list[int] = []
+
+    def in_(offset: int, size: int) -> tuple[int, int]:
+        single_reads.append(offset)
+        if len(single_reads) > 100:  # keep the test finite: the loop has no end of its own
+            raise RuntimeError("the single-IN loop is still running")
+        return VINF_SUCCESS, 0
+
+    def in_string(offset: int, count: int, size: int) -> tuple[int, bytes]:
+        return VINF_SUCCESS, b"\x01" * (count + 1)  # one unit more than asked
+
+    rig.region(0x100, 1, in_=in_, in_string=in_string)
+    rig.freeze()
+    status, _, left = rig.dispatcher.read_string(0x100, 1, 2)
+    assert single_reads == []
+    assert left <= 0 or status != VINF_SUCCESS
+
+
 # -- lookup hints ------------------------------------------------------------------------
 
 

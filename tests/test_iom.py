@@ -42,6 +42,7 @@ from shared.status import (
     VERR_IOM_IOPORT_UNUSED,
     VERR_IOM_IOPORTS_ALREADY_MAPPED,
     VERR_IOM_IOPORTS_NOT_MAPPED,
+    VERR_IOM_TOO_MANY_IOPORT_REGISTRATIONS,
     VERR_OUT_OF_RANGE,
     VERR_WRONG_ORDER,
     VINF_EM_OFF,
@@ -145,6 +146,22 @@ def test_create_leaves_the_region_unmapped_and_hands_out_handles_in_order() -> N
     assert (a.ring3_callbacks, b.ring3_callbacks) == (CB_IN, CB_OUT)
     assert (a.ring0_callbacks, b.ring0_callbacks) == (0, 0)
     assert table.port_stats == 11
+
+
+def test_create_past_4096_registrations_is_too_many_registrations() -> None:
+    table, iom = make_manager()
+    for _ in range(4096):
+        iom.create(0, "a#0", 1, "A", out=_out)
+    raises_rc(VERR_IOM_TOO_MANY_IOPORT_REGISTRATIONS, lambda: iom.create(0, "a#0", 1, "A", out=_out))
+    assert table.registrations == 4096
+
+
+def test_create_past_65536_port_statistics_is_too_many_registrations() -> None:
+    table, iom = make_manager()
+    for _ in range(8):
+        iom.create(0, "a#0", 8192, "A", out=_out)
+    raises_rc(VERR_IOM_TOO_MANY_IOPORT_REGISTRATIONS, lambda: iom.create(0, "a#0", 1, "A", out=_out))
+    assert (table.registrations, table.port_stats) == (8, 65536)
 
 
 # -- IOMR3IoPortMap / Unmap ---------------------------------------------------------------
