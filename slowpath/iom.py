@@ -94,7 +94,7 @@ R = TypeVar("R")
 def _one_writer(method: Callable[Concatenate[IoPortManager, P], R]) -> Callable[Concatenate[IoPortManager, P], R]:
     """Run a table change with the writer lock held from its first check to its last write."""
 
-    def serialized(self: IoPortManager, *args: P.args, **kwargs: P.kwargs) -> R:
+    def serialized(self: IoPortManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with self._writer:
             return method(self, *args, **kwargs)
 
