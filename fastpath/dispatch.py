@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from shared.devapi import IOM_IOPORT_F_ABS, PortIn, PortInString, PortOut, PortOutString
-from shared.iomtable import PortLookup
+from shared.iomtable import PortLookup, RegionInfo
 from shared.locks import DeviceLock
 from shared.portio import ALL_ONES, read_units, write_units
 from shared.stats import (
@@ -86,6 +86,14 @@ class CallbackError:
         return f"{self.device} port {self.port:#06x}: {type(self.error).__name__}: {self.error}"
 
 
+# Hint slots (IOMCPU.idxIoPortLastRead, ...LastWrite, ...LastReadStr, ...LastWriteStr).
+HINT_READ, HINT_WRITE, HINT_READ_STRING, HINT_WRITE_STRING = range(4)
+
+# Why _enter could not hand an access to a ring-0 callback.
+UNASSIGNED = 0  # no region holds the port: finished here, as IOM does for a miss
+DEFERRED = 1  # IOM lock busy, no ring-0 callback, or device lock busy: counted, for ring-3
+
+
 class PortDispatcher:
     """Ring-0 IOM for one vCPU: lookups with this vCPU's hints, counting in its row."""
 
@@ -103,14 +111,65 @@ class PortDispatcher:
         self.counters = counters
         self.row = row_base
         self.port_stats = row_base + G_COUNT
-        # Per-vCPU lookup hints (IOMCPU.idxIoPortLast*): positions of the last hits.
-        self.hint_read = 0
-        self.hint_write = 0
-        self.hint_read_string = 0
-        self.hint_write_string = 0
+        self.hints = [0, 0, 0, 0]  # positions in the lookup table of the last hits
         self.callback_errors: list[CallbackError] = []
 
-    # -- helpers -----------------------------------------------------------------------
+    # -- the steps every access shares ------------------------------------------------------
+    def _enter(self, port: int, hint: int, writing: bool) -> tuple[Ring0Callbacks, RegionInfo, int, int] | int:
+        """Find the port's region and take its device lock for a ring-0 call.
+
+        Returns (callbacks, region, the port as the callback sees it, the port's
+        statistics entry), or UNASSIGNED / DEFERRED with the outcome already counted.
+        """
+        c = self.counters
+        row = self.row
+        lookup = self.lookup
+        if not lookup.refresh():
+            c[row + G_DEFER_IOM_LOCK_BUSY] += 1
+            return DEFERRED
+        i = lookup.find(port, self.hints[hint])
+        if i < 0:
+            c[row + G_RING0_HANDLED] += 1
+            c[row + G_UNASSIGNED] += 1
+            return UNASSIGNED
+        self.hints[hint] = i
+        info = lookup.infos[i]
+        offset = port - info.first
+        stats = self.port_stats + (info.stats_index + offset) * P_COUNT
+        r0 = self.ring0.get(info.handle)
+        if r0 is None or (r0.out if writing else r0.in_) is None:
+            c[stats + (P_OUT_RZ_TO_R3 if writing else P_IN_RZ_TO_R3)] += 1
+            c[row + G_DEFER_NO_R0_HANDLER] += 1
+            return DEFERRED
+        if not r0.lock.try_enter_ring0():
+            c[stats + (P_OUT_RZ_TO_R3 if writing else P_IN_RZ_TO_R3)] += 1
+            c[row + G_DEFER_DEVICE_LOCK_BUSY] += 1
+            return DEFERRED
+        return r0, info, port if info.flags & IOM_IOPORT_F_ABS else offset, stats
+
+    def _finish(self, info: RegionInfo, stats: int, writing: bool, started: int, device_deferred: bool) -> None:
+        """Count a ring-0 callback's call: its time, and whether it finished or asked for ring-3."""
+        c = self.counters
+        if writing:
+            c[stats + P_PROF_OUT_RZ_NS] += time.perf_counter_ns() - started
+            c[stats + P_PROF_OUT_RZ_CALLS] += 1
+        else:
+            c[stats + P_PROF_IN_RZ_NS] += time.perf_counter_ns() - started
+            c[stats + P_PROF_IN_RZ_CALLS] += 1
+        if device_deferred:
+            c[stats + (P_OUT_RZ_TO_R3 if writing else P_IN_RZ_TO_R3)] += 1
+            c[self.row + G_DEFER_DEVICE_ASKED] += 1
+        else:
+            c[stats + (P_OUT_RZ if writing else P_IN_RZ)] += 1
+            c[self.port_stats + info.stats_index * P_COUNT + P_TOTAL] += 1
+            c[self.row + G_RING0_HANDLED] += 1
+
+    def _invalid_size(self) -> int:
+        c = self.counters
+        c[self.row + G_RING0_HANDLED] += 1
+        c[self.row + G_FAILED] += 1
+        return VERR_IOM_INVALID_IOPORT_SIZE
+
     def _callback_failed(self, device: str, port: int, error: BaseException) -> int:
         """A device callback raised: the access fails with a status, the vCPU goes on."""
         if len(self.callback_errors) < 20:
@@ -129,111 +188,51 @@ class PortDispatcher:
         self.vcpu.force_flag_iom = 1
         return VINF_IOM_R3_IOPORT_COMMIT_WRITE
 
-    # -- IN ----------------------------------------------------------------------------
+    # -- IN, OUT, INS, OUTS ---------------------------------------------------------------------
     def read(self, port: int, size: int) -> tuple[int, int]:
         """IOMIOPortRead in ring-0.  Returns (status, value); VINF_IOM_R3_IOPORT_READ defers."""
-        c = self.counters
-        row = self.row
-        c[row + G_IOPORT_IN] += 1
+        self.counters[self.row + G_IOPORT_IN] += 1
         if size not in ALL_ONES:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_FAILED] += 1
-            return VERR_IOM_INVALID_IOPORT_SIZE, 0
-        lookup = self.lookup
-        if not lookup.refresh():
-            c[row + G_DEFER_IOM_LOCK_BUSY] += 1
-            return VINF_IOM_R3_IOPORT_READ, 0
-        i = lookup.find(port, self.hint_read)
-        if i < 0:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_UNASSIGNED] += 1
-            return VINF_SUCCESS, ALL_ONES[size]
-        self.hint_read = i
-        info = lookup.infos[i]
-        offset = port - info.first
-        stats = self.port_stats + (info.stats_index + offset) * P_COUNT
-        r0 = self.ring0.get(info.handle)
-        if r0 is None or r0.in_ is None:
-            c[stats + P_IN_RZ_TO_R3] += 1
-            c[row + G_DEFER_NO_R0_HANDLER] += 1
-            return VINF_IOM_R3_IOPORT_READ, 0
-        lock = r0.lock
-        if not lock.try_enter_ring0():
-            c[stats + P_IN_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_LOCK_BUSY] += 1
-            return VINF_IOM_R3_IOPORT_READ, 0
+            return self._invalid_size(), 0
+        entered = self._enter(port, HINT_READ, False)
+        if isinstance(entered, int):
+            return (VINF_SUCCESS, ALL_ONES[size]) if entered == UNASSIGNED else (VINF_IOM_R3_IOPORT_READ, 0)
+        r0, info, where, stats = entered
         started = time.perf_counter_ns()
         try:
-            rc, value = r0.in_(port if info.flags & IOM_IOPORT_F_ABS else offset, size)
+            rc, value = r0.in_(where, size)  # type: ignore[misc]  # _enter checked it is there
         except Exception as exc:
             rc, value = self._callback_failed(r0.device, port, exc), 0
         finally:
-            lock.release()
-        c[stats + P_PROF_IN_RZ_NS] += time.perf_counter_ns() - started
-        c[stats + P_PROF_IN_RZ_CALLS] += 1
+            r0.lock.release()
+        self._finish(info, stats, False, started, rc == VINF_IOM_R3_IOPORT_READ)
         if rc == VINF_IOM_R3_IOPORT_READ:
-            c[stats + P_IN_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_ASKED] += 1
             return rc, 0
-        c[stats + P_IN_RZ] += 1
-        c[self.port_stats + info.stats_index * P_COUNT + P_TOTAL] += 1
-        c[row + G_RING0_HANDLED] += 1
         if rc == VERR_IOM_IOPORT_UNUSED:
             return VINF_SUCCESS, ALL_ONES[size]
         return rc, value & ALL_ONES[size]
 
-    # -- OUT ---------------------------------------------------------------------------
     def write(self, port: int, value: int, size: int) -> int:
         """IOMIOPortWrite in ring-0.  VINF_IOM_R3_IOPORT_COMMIT_WRITE: a pending write was parked."""
-        c = self.counters
-        row = self.row
-        c[row + G_IOPORT_OUT] += 1
+        self.counters[self.row + G_IOPORT_OUT] += 1
         if size not in ALL_ONES:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_FAILED] += 1
-            return VERR_IOM_INVALID_IOPORT_SIZE
-        lookup = self.lookup
-        if not lookup.refresh():
-            c[row + G_DEFER_IOM_LOCK_BUSY] += 1
-            return self._write_pending(port, value, size)
-        i = lookup.find(port, self.hint_write)
-        if i < 0:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_UNASSIGNED] += 1
-            return VINF_SUCCESS
-        self.hint_write = i
-        info = lookup.infos[i]
-        offset = port - info.first
-        stats = self.port_stats + (info.stats_index + offset) * P_COUNT
-        r0 = self.ring0.get(info.handle)
-        if r0 is None or r0.out is None:
-            c[stats + P_OUT_RZ_TO_R3] += 1
-            c[row + G_DEFER_NO_R0_HANDLER] += 1
-            return self._write_pending(port, value, size)
-        lock = r0.lock
-        if not lock.try_enter_ring0():
-            c[stats + P_OUT_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_LOCK_BUSY] += 1
-            return self._write_pending(port, value, size)
+            return self._invalid_size()
+        entered = self._enter(port, HINT_WRITE, True)
+        if isinstance(entered, int):
+            return VINF_SUCCESS if entered == UNASSIGNED else self._write_pending(port, value, size)
+        r0, info, where, stats = entered
         started = time.perf_counter_ns()
         try:
-            rc = r0.out(port if info.flags & IOM_IOPORT_F_ABS else offset, value, size)
+            rc = r0.out(where, value, size)  # type: ignore[misc]  # _enter checked it is there
         except Exception as exc:
             rc = self._callback_failed(r0.device, port, exc)
         finally:
-            lock.release()
-        c[stats + P_PROF_OUT_RZ_NS] += time.perf_counter_ns() - started
-        c[stats + P_PROF_OUT_RZ_CALLS] += 1
+            r0.lock.release()
+        self._finish(info, stats, True, started, rc == VINF_IOM_R3_IOPORT_WRITE)
         if rc == VINF_IOM_R3_IOPORT_WRITE:
-            c[stats + P_OUT_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_ASKED] += 1
             return self._write_pending(port, value, size)
-        c[stats + P_OUT_RZ] += 1
-        c[self.port_stats + info.stats_index * P_COUNT + P_TOTAL] += 1
-        c[row + G_RING0_HANDLED] += 1
         return rc
 
-    # -- INS ---------------------------------------------------------------------------
     def read_string(self, port: int, size: int, count: int) -> tuple[int, bytes, int]:
         """IOMIOPortReadString in ring-0: the string callback first, then single INs.
 
@@ -241,108 +240,44 @@ class PortDispatcher:
         units left are for ring-3 to finish; with another status the caller restarts
         the instruction for them, as a CPU resumes an interrupted REP INS.
         """
-        c = self.counters
-        row = self.row
-        c[row + G_IOPORT_INS] += 1
+        self.counters[self.row + G_IOPORT_INS] += 1
         if size not in ALL_ONES:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_FAILED] += 1
-            return VERR_IOM_INVALID_IOPORT_SIZE, b"", count
-        lookup = self.lookup
-        if not lookup.refresh():
-            c[row + G_DEFER_IOM_LOCK_BUSY] += 1
+            return self._invalid_size(), b"", count
+        entered = self._enter(port, HINT_READ_STRING, False)
+        if isinstance(entered, int):
+            if entered == UNASSIGNED:
+                return VINF_SUCCESS, b"\xff" * (count * size), 0
             return VINF_IOM_R3_IOPORT_READ, b"", count
-        i = lookup.find(port, self.hint_read_string)
-        if i < 0:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_UNASSIGNED] += 1
-            return VINF_SUCCESS, b"\xff" * (count * size), 0
-        self.hint_read_string = i
-        info = lookup.infos[i]
-        offset = port - info.first
-        stats = self.port_stats + (info.stats_index + offset) * P_COUNT
-        r0 = self.ring0.get(info.handle)
-        if r0 is None or r0.in_ is None:
-            c[stats + P_IN_RZ_TO_R3] += 1
-            c[row + G_DEFER_NO_R0_HANDLER] += 1
-            return VINF_IOM_R3_IOPORT_READ, b"", count
-        lock = r0.lock
-        if not lock.try_enter_ring0():
-            c[stats + P_IN_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_LOCK_BUSY] += 1
-            return VINF_IOM_R3_IOPORT_READ, b"", count
-        where = port if info.flags & IOM_IOPORT_F_ABS else offset
+        r0, info, where, stats = entered
         started = time.perf_counter_ns()
         try:
-            rc, data, left = read_units(r0.in_, r0.in_string, where, size, count, iom_success_r0)
+            rc, data, left = read_units(r0.in_, r0.in_string, where, size, count, iom_success_r0)  # type: ignore[arg-type]
         except Exception as exc:
             rc, data, left = self._callback_failed(r0.device, port, exc), b"", count
         finally:
-            lock.release()
-        c[stats + P_PROF_IN_RZ_NS] += time.perf_counter_ns() - started
-        c[stats + P_PROF_IN_RZ_CALLS] += 1
-        if rc == VINF_IOM_R3_IOPORT_READ:
-            c[stats + P_IN_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_ASKED] += 1
-            return rc, data, left
-        c[stats + P_IN_RZ] += 1
-        c[self.port_stats + info.stats_index * P_COUNT + P_TOTAL] += 1
-        c[row + G_RING0_HANDLED] += 1
+            r0.lock.release()
+        self._finish(info, stats, False, started, rc == VINF_IOM_R3_IOPORT_READ)
         return rc, data, left
 
-    # -- OUTS --------------------------------------------------------------------------
     def write_string(self, port: int, size: int, data: bytes) -> tuple[int, int]:
         """IOMIOPortWriteString in ring-0.  Returns (status, units done).
 
         VINF_IOM_R3_IOPORT_WRITE hands the units not done to ring-3; string writes are
         never turned into a pending write (VirtualBox converts only single OUTs).
         """
-        c = self.counters
-        row = self.row
-        c[row + G_IOPORT_OUTS] += 1
+        self.counters[self.row + G_IOPORT_OUTS] += 1
         if size not in ALL_ONES:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_FAILED] += 1
-            return VERR_IOM_INVALID_IOPORT_SIZE, 0
-        lookup = self.lookup
-        if not lookup.refresh():
-            c[row + G_DEFER_IOM_LOCK_BUSY] += 1
-            return VINF_IOM_R3_IOPORT_WRITE, 0
-        i = lookup.find(port, self.hint_write_string)
-        if i < 0:
-            c[row + G_RING0_HANDLED] += 1
-            c[row + G_UNASSIGNED] += 1
-            return VINF_SUCCESS, len(data) // size
-        self.hint_write_string = i
-        info = lookup.infos[i]
-        offset = port - info.first
-        stats = self.port_stats + (info.stats_index + offset) * P_COUNT
-        r0 = self.ring0.get(info.handle)
-        if r0 is None or r0.out is None:
-            c[stats + P_OUT_RZ_TO_R3] += 1
-            c[row + G_DEFER_NO_R0_HANDLER] += 1
-            return VINF_IOM_R3_IOPORT_WRITE, 0
-        lock = r0.lock
-        if not lock.try_enter_ring0():
-            c[stats + P_OUT_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_LOCK_BUSY] += 1
-            return VINF_IOM_R3_IOPORT_WRITE, 0
-        where = port if info.flags & IOM_IOPORT_F_ABS else offset
+            return self._invalid_size(), 0
+        entered = self._enter(port, HINT_WRITE_STRING, True)
+        if isinstance(entered, int):
+            return (VINF_SUCCESS, len(data) // size) if entered == UNASSIGNED else (VINF_IOM_R3_IOPORT_WRITE, 0)
+        r0, info, where, stats = entered
         started = time.perf_counter_ns()
         try:
-            rc, done = write_units(r0.out, r0.out_string, where, size, data, iom_success_r0)
+            rc, done = write_units(r0.out, r0.out_string, where, size, data, iom_success_r0)  # type: ignore[arg-type]
         except Exception as exc:
             rc, done = self._callback_failed(r0.device, port, exc), 0
         finally:
-            lock.release()
-        c[stats + P_PROF_OUT_RZ_NS] += time.perf_counter_ns() - started
-        c[stats + P_PROF_OUT_RZ_CALLS] += 1
-        if rc == VINF_IOM_R3_IOPORT_WRITE:
-            c[stats + P_OUT_RZ_TO_R3] += 1
-            c[row + G_DEFER_DEVICE_ASKED] += 1
-            return rc, done
-        c[stats + P_OUT_RZ] += 1
-        c[self.port_stats + info.stats_index * P_COUNT + P_TOTAL] += 1
-        c[row + G_RING0_HANDLED] += 1
+            r0.lock.release()
+        self._finish(info, stats, True, started, rc == VINF_IOM_R3_IOPORT_WRITE)
         return rc, done
-

@@ -712,15 +712,15 @@ def test_lookup_hint_is_per_direction() -> None:
     rig.freeze()
     d = rig.dispatcher
     d.read(0x300, 1)
-    assert (d.hint_read, d.hint_write, d.hint_read_string, d.hint_write_string) == (2, 0, 0, 0)
+    assert tuple(d.hints) == (2, 0, 0, 0)
     d.write(0x200, 1, 1)
-    assert (d.hint_read, d.hint_write, d.hint_read_string, d.hint_write_string) == (2, 1, 0, 0)
+    assert tuple(d.hints) == (2, 1, 0, 0)
     d.read_string(0x200, 1, 1)
     d.write_string(0x300, 1, b"x")
-    assert (d.hint_read, d.hint_write, d.hint_read_string, d.hint_write_string) == (2, 1, 1, 2)
+    assert tuple(d.hints) == (2, 1, 1, 2)
     # A miss leaves the hint where the last hit put it.
     d.read(0x180, 1)
-    assert d.hint_read == 2
+    assert d.hints[0] == 2
 
 
 def test_lookup_finds_the_right_region_whatever_the_hint() -> None:
