@@ -43,6 +43,7 @@ class Ring3Link:
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self._socket.setsockopt(zmq.RCVTIMEO, POLL_MS)
         self._socket.connect(endpoint)
 
     def call(self, op: int, *args: Any) -> tuple[int, Any]:
@@ -51,11 +52,17 @@ class Ring3Link:
         self.messages += 1
         socket = self._socket
         socket.send(encode_request(op, self.seq, self.vcpu, *args))
-        while not socket.poll(POLL_MS):
-            if os.getppid() != self.ring3_pid:
-                raise Ring3Gone(f"ring-3 (pid {self.ring3_pid}) is gone while vCPU {self.vcpu} waited for a reply")
+        while True:
+            try:
+                frame = socket.recv()  # RCVTIMEO bounds the wait
+                break
+            except zmq.Again:
+                if os.getppid() != self.ring3_pid:
+                    raise Ring3Gone(
+                        f"ring-3 (pid {self.ring3_pid}) is gone while vCPU {self.vcpu} waited for a reply"
+                    ) from None
         try:
-            reply = decode_reply(socket.recv())
+            reply = decode_reply(frame)
         except WireError as exc:
             raise WireError(f"malformed reply from ring-3 to {OP_NAMES[op]}: {exc}") from None
         if reply.seq != self.seq:

@@ -216,9 +216,11 @@ class VM:
         self.power_on(shares)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         assert self._socket is not None
+        poller = zmq.Poller()  # one poller for the run: socket.poll() builds one per call
+        poller.register(self._socket, zmq.POLLIN)
         next_check = 0.0
         while not self.server.all_done:
-            if self._socket.poll(POLL_MS):
+            if poller.poll(POLL_MS):
                 self.server.serve_pending()
             now = time.monotonic()
             if now >= next_check:  # a waitpid per worker, so not after every message
