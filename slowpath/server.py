@@ -47,7 +47,6 @@ from shared.wire import (
 )
 from slowpath.iom import Ring3PortIO
 
-
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enum costs microseconds per call
 
 
