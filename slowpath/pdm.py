@@ -382,9 +382,15 @@ def construct_instances(
     for instance, state in zip(instances, states, strict=True):
         instance.state = state
         assert instance.reg.ring3 is not None  # registration guarantees a constructor
-        instance.ring3 = instance.reg.ring3(Ring3Helpers(instance, iom, services, config), state, instance.config)
-        if instance.r0_enabled and instance.reg.ring0 is not None:
-            instance.reg.ring0(Ring0SetupRecorder(instance, iom, services), state, instance.config)
+        try:
+            instance.ring3 = instance.reg.ring3(Ring3Helpers(instance, iom, services, config), state, instance.config)
+            if instance.r0_enabled and instance.reg.ring0 is not None:
+                instance.reg.ring0(Ring0SetupRecorder(instance, iom, services), state, instance.config)
+        except (VBoxError, ConfigError) as exc:
+            # What a constructor refuses (a port range that collides, say) comes from
+            # this instance's configuration: point there.
+            keys = ("Devices", instance.reg.name, str(instance.number), "Config")
+            raise config.error(keys, f"{instance.name}: {exc}") from None
     for instance in instances:
         init_complete = getattr(instance.ring3, "init_complete", None)
         if init_complete is not None:
