@@ -17,7 +17,6 @@ from shared.trace import IN, INS, KIND_NAMES, MMIO_READ, OUT, OUTS, TraceOp
 
 MAX_MISMATCHES = 20
 VM_STATE_CHECK_EVERY = 64  # accesses between looks at the VM-wide "stop" flag
-MMIO_ALL_ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 
 
 @dataclass
@@ -65,9 +64,9 @@ def replay(vcpu: VCpu, ops: list[TraceOp]) -> ReplayReport:
             elif kind == OUTS:
                 vcpu.port_write_string(op.address, op.size, op.data)
             elif kind == MMIO_READ:
-                # No MMIO region exists yet, so every address is unassigned: reads
-                # return all ones and writes go nowhere, as IOM does for a miss.
-                got = MMIO_ALL_ONES[op.size]
+                got = vcpu.mmio_read(op.address, op.size)[1]
+            else:
+                vcpu.mmio_write(op.address, op.value, op.size)
             if op.expected is not None:
                 counts[1] += 1
                 if got == op.expected:

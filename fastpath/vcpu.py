@@ -6,7 +6,9 @@ This plays the part of VirtualBox's VT-x exit handler and EM together, in strict
   (VINF_EM_PENDING_R3_IOPORT_READ) and its value comes back in the reply;
 * OUT parked as a pending write (VINF_IOM_R3_IOPORT_COMMIT_WRITE): ring-3 is asked to
   process VMCPU_FF_IOM, commits the write and replies with the merged status;
-* INS/OUTS deferred: ring-3 does the units ring-0 did not.
+* INS/OUTS deferred: ring-3 does the units ring-0 did not;
+* an MMIO read deferred (VINF_IOM_R3_MMIO_READ) is redone by ring-3; an MMIO write parked
+  as a pending MMIO write (VINF_IOM_R3_MMIO_COMMIT_WRITE) is committed like an OUT.
 
 The status an access ends with is then acted on: VINF_EM_OFF and VINF_EM_TERMINATE stop
 the vCPU (the VM powers off); anything else lets it go on.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from fastpath.dispatch import PortDispatcher
 from fastpath.link import Ring3Link
+from fastpath.mmio import MmioDispatcher
 from shared.status import (
     VINF_EM_OFF,
     VINF_EM_PENDING_R3_IOPORT_READ,
@@ -23,9 +26,11 @@ from shared.status import (
     VINF_IOM_R3_IOPORT_COMMIT_WRITE,
     VINF_IOM_R3_IOPORT_READ,
     VINF_IOM_R3_IOPORT_WRITE,
+    VINF_IOM_R3_MMIO_COMMIT_WRITE,
+    VINF_IOM_R3_MMIO_READ,
 )
 from shared.vcpu import VM_RUNNING, VmShared
-from shared.wire import OP_COMMIT, OP_IOPORT_READ, OP_IOPORT_READ_STRING, OP_IOPORT_WRITE_STRING
+from shared.wire import OP_COMMIT, OP_IOPORT_READ, OP_IOPORT_READ_STRING, OP_IOPORT_WRITE_STRING, OP_MMIO_READ
 
 STOP_STATUSES = frozenset((VINF_EM_OFF, VINF_EM_TERMINATE))
 
@@ -39,9 +44,12 @@ class VCpuStopped(Exception):
 
 
 class VCpu:
-    def __init__(self, vcpu_id: int, dispatcher: PortDispatcher, link: Ring3Link, vm: VmShared) -> None:
+    def __init__(
+        self, vcpu_id: int, dispatcher: PortDispatcher, mmio: MmioDispatcher, link: Ring3Link, vm: VmShared
+    ) -> None:
         self.id = vcpu_id
         self.ports = dispatcher
+        self.mmio = mmio
         self.link = link
         self.vm = vm
         self.failures = 0
@@ -100,3 +108,19 @@ class VCpu:
             if done * size >= len(data) or rc < 0 or done == 0:
                 return rc
             data = data[done * size :]
+
+    def mmio_read(self, address: int, size: int) -> tuple[int, int]:
+        """An MMIO read: (status, value)."""
+        rc, value = self.mmio.read(address, size)
+        if rc == VINF_IOM_R3_MMIO_READ:
+            rc, value = self.link.call(OP_MMIO_READ, address, size, rc)
+        self._retire(rc)
+        return rc, value
+
+    def mmio_write(self, address: int, value: int, size: int) -> int:
+        """An MMIO write: the status after any commit and merge."""
+        rc = self.mmio.write(address, value, size)
+        if rc == VINF_IOM_R3_MMIO_COMMIT_WRITE:
+            rc, _ = self.link.call(OP_COMMIT, rc)
+        self._retire(rc)
+        return rc

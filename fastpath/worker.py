@@ -17,14 +17,15 @@ import time
 
 from fastpath.dispatch import PortDispatcher, Ring0Callbacks
 from fastpath.link import Ring3Gone, Ring3Link, Ring3Refused
+from fastpath.mmio import MmioDispatcher, Ring0MmioCallbacks
 from fastpath.replay import replay
 from fastpath.vcpu import VCpu
 from shared.boot import DeviceBoot, WorkerBoot
-from shared.devapi import PortIn, PortInString, PortOut, PortOutString
-from shared.iomtable import IoPortTable, PortLookup
+from shared.devapi import MmioRead, MmioWrite, PortIn, PortInString, PortOut, PortOutString
+from shared.iomtable import IomTable, MmioLookup, PortLookup
 from shared.locks import DeviceLock
 from shared.segments import Segment
-from shared.status import VERR_IOM_INVALID_IOPORT_HANDLE, VBoxError
+from shared.status import VERR_IOM_INVALID_IOPORT_HANDLE, VERR_IOM_INVALID_MMIO_HANDLE, VBoxError
 from shared.vcpu import VmShared
 from shared.wire import OP_DONE, OP_HELLO, WireError
 
@@ -38,15 +39,17 @@ class Ring0Helpers:
     def __init__(
         self,
         device: DeviceBoot,
-        table: IoPortTable,
+        table: IomTable,
         lock: DeviceLock,
         callbacks: dict[int, Ring0Callbacks],
+        mmio_callbacks: dict[int, Ring0MmioCallbacks],
         clock_base_ns: int,
     ) -> None:
         self._device = device
         self._table = table
         self._lock = lock
         self._callbacks = callbacks
+        self._mmio_callbacks = mmio_callbacks
         self._clock_base_ns = clock_base_ns
 
     @property
@@ -67,6 +70,13 @@ class Ring0Helpers:
             raise VBoxError(VERR_IOM_INVALID_IOPORT_HANDLE, f"{self._device.name}: handle {handle} is not its region")
         self._callbacks[handle] = Ring0Callbacks(self._device.name, self._lock, in_, out, in_string, out_string)
 
+    def mmio_set_up_context(self, handle: int, *, read: MmioRead | None = None, write: MmioWrite | None = None) -> None:
+        """IOMR0MmioSetUpContext: bind ring-0 callbacks to an MMIO region ring-3 created."""
+        table = self._table
+        if not 0 <= handle < table.mmio_registrations or table.mmio_entries[handle].owner != self._device.index:
+            raise VBoxError(VERR_IOM_INVALID_MMIO_HANDLE, f"{self._device.name}: handle {handle} is not its region")
+        self._mmio_callbacks[handle] = Ring0MmioCallbacks(self._device.name, self._lock, read, write)
+
     def virtual_time_ns(self) -> int:
         return time.monotonic_ns() - self._clock_base_ns
 
@@ -84,21 +94,35 @@ class Ring0Environment:
             for name in (boot.table_segment, boot.vm_segment, boot.state_segment, boot.stats_segment)
         ]
         table_segment, vm_segment, state_segment, stats_segment = self.segments
-        table = table_segment.view(IoPortTable)
+        table = table_segment.view(IomTable)
         self.vm = vm_segment.view(VmShared)
         counters = stats_segment.words()
         row = boot.stats.row_base(boot.vcpu, ring3=False)
         self.callbacks: dict[int, Ring0Callbacks] = {}
+        self.mmio_callbacks: dict[int, Ring0MmioCallbacks] = {}
         for device in boot.devices:
             reg = importlib.import_module(device.module).REGISTRATION
             state = state_segment.view(reg.shared_state, device.state_offset)
             lock = DeviceLock(device.name, device.lock, counters, boot.stats.lock_base(row, device.index))
-            helpers = Ring0Helpers(device, table, lock, self.callbacks, self.vm.clock_base_ns)
-            reg.ring0(helpers, state, device.config)  # its callbacks now live in self.callbacks
-        self.dispatcher = PortDispatcher(PortLookup(table), self.callbacks, self.vm.vcpus[boot.vcpu], counters, row)
+            helpers = Ring0Helpers(device, table, lock, self.callbacks, self.mmio_callbacks, self.vm.clock_base_ns)
+            reg.ring0(helpers, state, device.config)  # its callbacks now live in self.(mmio_)callbacks
+        vcpu = self.vm.vcpus[boot.vcpu]
+        self.dispatcher = PortDispatcher(PortLookup(table), self.callbacks, vcpu, counters, row)
+        self.mmio = MmioDispatcher(
+            MmioLookup(table),
+            self.mmio_callbacks,
+            table,
+            vcpu,
+            counters,
+            row,
+            boot.stats.mmio_base(row, 0),
+            self.dispatcher.callback_errors,
+        )
 
     def close(self) -> None:
         """Drop every view, then unmap (ring-3 unlinks)."""
+        for name in ("mmio", "mmio_callbacks"):
+            self.__dict__.pop(name, None)
         self.__dict__.pop("dispatcher", None)
         self.__dict__.pop("callbacks", None)
         self.__dict__.pop("vm", None)
@@ -123,7 +147,7 @@ def worker_main(boot: WorkerBoot) -> None:
 
 def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> int:
     dispatcher = environment.dispatcher
-    vcpu = VCpu(boot.vcpu, dispatcher, link, environment.vm)
+    vcpu = VCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm)
     try:
         link.call(OP_HELLO, os.getpid())
         with open(boot.ops_file, "rb") as ops_file:

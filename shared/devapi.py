@@ -8,9 +8,10 @@ get the same ``ctypes.Structure`` placed in shared memory, so they see one copy 
 device's shared state.
 
 Callbacks are called with the device lock held (IOM enters it).  They return a status:
-``VINF_SUCCESS``, an EM scheduling code, ``VERR_IOM_IOPORT_UNUSED`` (reads: all ones),
-or, from a ring-0 callback, ``VINF_IOM_R3_IOPORT_READ`` / ``VINF_IOM_R3_IOPORT_WRITE``
-to ask for the access to be redone in ring-3.
+``VINF_SUCCESS``, an EM scheduling code, ``VERR_IOM_IOPORT_UNUSED`` (port reads: all
+ones), ``VINF_IOM_MMIO_UNUSED_FF`` / ``_00`` (MMIO reads: all ones / zeros), or, from a
+ring-0 callback, ``VINF_IOM_R3_IOPORT_READ`` / ``_WRITE`` or ``VINF_IOM_R3_MMIO_READ`` /
+``_WRITE`` / ``_READ_WRITE`` to ask for the access to be redone in ring-3.
 """
 
 from __future__ import annotations
@@ -30,6 +31,27 @@ PortOutString = Callable[[int, bytes, int], tuple[int, int]]
 """out_string(offset, data, size) -> (status, units consumed from the front of data)"""
 PortInString = Callable[[int, int, int], tuple[int, bytes]]
 """in_string(offset, count, size) -> (status, data for the units it produced)"""
+
+MmioRead = Callable[[int, int], tuple[int, int]]
+"""read(offset, size) -> (status, value); size is 1, 2, 4 or 8 (after IOM's splitting)"""
+MmioWrite = Callable[[int, int, int], int]
+"""write(offset, value, size) -> status; size is 1, 2, 4 or 8 (after IOM's splitting)"""
+
+# --- IOMMMIO_FLAGS_* (include/VBox/vmm/iom.h): how IOM shapes accesses for a region ----
+IOMMMIO_FLAGS_READ_PASSTHRU = 0x00  # reads reach the device as the guest made them
+IOMMMIO_FLAGS_READ_DWORD = 0x01  # every read becomes aligned DWORD reads
+IOMMMIO_FLAGS_READ_DWORD_QWORD = 0x02  # as DWORD, but an aligned QWORD passes as one
+IOMMMIO_FLAGS_READ_MODE = 0x03
+IOMMMIO_FLAGS_WRITE_PASSTHRU = 0x00
+IOMMMIO_FLAGS_WRITE_DWORD_ZEROED = 0x10  # aligned DWORD writes, missing bytes written as 0
+IOMMMIO_FLAGS_WRITE_DWORD_QWORD_ZEROED = 0x20
+IOMMMIO_FLAGS_WRITE_DWORD_READ_MISSING = 0x30  # missing bytes are read from the device first
+IOMMMIO_FLAGS_WRITE_DWORD_QWORD_READ_MISSING = 0x40
+IOMMMIO_FLAGS_WRITE_ONLY_DWORD = 0x50  # only aligned DWORDs; other writes are ignored
+IOMMMIO_FLAGS_WRITE_ONLY_DWORD_QWORD = 0x60
+IOMMMIO_FLAGS_WRITE_MODE = 0x70
+IOMMMIO_FLAGS_ABS = 0x1000  # pass the absolute address instead of the offset into the region
+IOMMMIO_FLAGS_VALID_MASK = 0x1373
 
 IOM_IOPORT_F_ABS = 0x1
 """Pass the absolute port to the callbacks instead of the offset into the range."""
@@ -151,6 +173,35 @@ class Ring3DeviceHelpers(Protocol):
         flags: int = 0,
     ) -> int: ...
 
+    def mmio_create(
+        self,
+        size: int,
+        *,
+        description: str,
+        read: MmioRead | None = None,
+        write: MmioWrite | None = None,
+        flags: int = 0,
+    ) -> int:
+        """Create an MMIO region of *size* bytes (page multiple; IOMR3MmioCreate); returns its handle."""
+        ...
+
+    def mmio_map(self, handle: int, address: int) -> None:
+        """Map a region at a page-aligned guest-physical address; allowed at runtime (a BAR move)."""
+        ...
+
+    def mmio_unmap(self, handle: int) -> None: ...
+
+    def mmio_create_and_map(
+        self,
+        address: int,
+        size: int,
+        *,
+        description: str,
+        read: MmioRead | None = None,
+        write: MmioWrite | None = None,
+        flags: int = 0,
+    ) -> int: ...
+
     def driver_attach(self, lun: int, description: str) -> CharDriver | None:
         """Attach the driver configured on LUN#lun; None when the LUN has none."""
         ...
@@ -178,6 +229,10 @@ class Ring0DeviceHelpers(Protocol):
         in_string: PortInString | None = None,
     ) -> None:
         """Attach ring-0 callbacks to a region ring-3 created (IOMR0IoPortSetUpContext)."""
+        ...
+
+    def mmio_set_up_context(self, handle: int, *, read: MmioRead | None = None, write: MmioWrite | None = None) -> None:
+        """Attach ring-0 callbacks to an MMIO region ring-3 created (IOMR0MmioSetUpContext)."""
         ...
 
     def virtual_time_ns(self) -> int: ...

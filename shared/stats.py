@@ -4,7 +4,7 @@ Every row belongs to exactly one writer, so no counter is ever shared between
 processes: row ``2*v`` is vCPU v's ring-0 worker, row ``2*v + 1`` is ring-3 working on
 behalf of vCPU v.  Ring-3 sums rows when it reports.  A row is laid out as
 
-    [ global counters | per-port entries | per-device-lock entries ]
+    [ global counters | per-port entries | per-MMIO-region entries | per-device-lock entries ]
 
 with the field orders below.  Profiles are a pair: nanoseconds and calls.
 """
@@ -29,7 +29,15 @@ G_UNASSIGNED = 11  # accesses to ports no region covers
 G_MESSAGES = 12  # messages a worker sent to ring-3
 G_RING3_ACCESSES = 13  # accesses ring-3 performed (rows of ring-3)
 G_FAILED = 14  # accesses that ended with a failure status
-G_COUNT = 16  # slots reserved for globals
+G_MMIO_READS = 15  # MMIO reads issued
+G_MMIO_WRITES = 16  # MMIO writes issued
+G_MMIO_COMMITS_DIRECT = 17  # /IOM/MmioCommitsDirect: pending write committed through its region hint
+G_MMIO_COMMITS_PGM = 18  # /IOM/MmioCommitsPgm: committed through a full lookup (PGMPhysWrite)
+G_MMIO_STALE = 19  # /IOM/MmioMappingsStale: the region moved while the access was under way
+G_MMIO_DEV_LOCK_CONTENTION_R0 = 20  # /IOM/MmioDevLockContentionR0
+G_MMIO_SPLIT = 21  # accesses that ran past their region's end and were split per region
+G_MMIO_COMMITS = 22  # /IOM/MmioR0ToR3Commits: pending MMIO writes ring-3 committed
+G_COUNT = 32  # slots reserved for globals
 
 GLOBAL_NAMES = {
     G_IOPORT_IN: "/IOM/IoPortIN",
@@ -47,6 +55,14 @@ GLOBAL_NAMES = {
     G_MESSAGES: "/ringsim/MessagesToRing3",
     G_RING3_ACCESSES: "/ringsim/Ring3Accesses",
     G_FAILED: "/ringsim/Failed",
+    G_MMIO_READS: "/IOM/MmioReads",
+    G_MMIO_WRITES: "/IOM/MmioWrites",
+    G_MMIO_COMMITS_DIRECT: "/IOM/MmioCommitsDirect",
+    G_MMIO_COMMITS_PGM: "/IOM/MmioCommitsPgm",
+    G_MMIO_STALE: "/IOM/MmioMappingsStale",
+    G_MMIO_DEV_LOCK_CONTENTION_R0: "/IOM/MmioDevLockContentionR0",
+    G_MMIO_SPLIT: "/ringsim/MmioSplitAccesses",
+    G_MMIO_COMMITS: "/IOM/MmioR0ToR3Commits",
 }
 
 # --- Per-port entry (IOMIOPORTSTATSENTRY; RZ is ring-0 here) ---------------------------
@@ -85,6 +101,50 @@ PORT_FIELD_NAMES = (
     "Out-RZ-Prof-calls",
 )
 
+# --- Per MMIO region (IOMMMIOSTATSENTRY; one entry per region) --------------------------
+M_READS_RZ = 0  # Read-RZ
+M_READS_R3 = 1  # Read-R3
+M_READ_RZ_TO_R3 = 2  # Read-RZtoR3
+M_WRITES_RZ = 3  # Write-RZ
+M_WRITES_R3 = 4  # Write-R3
+M_WRITE_RZ_TO_R3 = 5  # Write-RZtoR3
+M_COMMIT_RZ_TO_R3 = 6  # Write-RZtoR3-Commit
+M_COMPLICATED_READS = 7  # Read-Complicated: split into aligned DWORDs
+M_COMPLICATED_WRITES = 8  # Write-Complicated
+M_FF_OR_00_READS = 9  # Read-FFor00
+M_IGNORED_WRITES = 10  # sub-DWORD writes a WRITE_ONLY_DWORD* region ignores
+M_PROF_READ_RZ_NS = 11
+M_PROF_READ_RZ_CALLS = 12
+M_PROF_WRITE_RZ_NS = 13
+M_PROF_WRITE_RZ_CALLS = 14
+M_PROF_READ_R3_NS = 15
+M_PROF_READ_R3_CALLS = 16
+M_PROF_WRITE_R3_NS = 17
+M_PROF_WRITE_R3_CALLS = 18
+M_COUNT = 19
+
+MMIO_FIELD_NAMES = (
+    "Read-RZ",
+    "Read-R3",
+    "Read-RZtoR3",
+    "Write-RZ",
+    "Write-R3",
+    "Write-RZtoR3",
+    "Write-RZtoR3-Commit",
+    "Read-Complicated",
+    "Write-Complicated",
+    "Read-FFor00",
+    "Write-Ignored",
+    "Read-RZ-Prof-ns",
+    "Read-RZ-Prof-calls",
+    "Write-RZ-Prof-ns",
+    "Write-RZ-Prof-calls",
+    "Read-R3-Prof-ns",
+    "Read-R3-Prof-calls",
+    "Write-R3-Prof-ns",
+    "Write-R3-Prof-calls",
+)
+
 # --- Per device lock (PDMCRITSECT statistics) ------------------------------------------
 L_ENTERS_RZ = 0  # try-enters that succeeded in ring-0
 L_CONTENTION_RZ_BUSY = 1  # ContentionRZLockBusy: ring-0 found it taken and deferred
@@ -111,10 +171,11 @@ class StatsLayout:
     vcpus: int
     port_entries: int
     locks: int
+    mmio_entries: int = 0
 
     @property
     def row_words(self) -> int:
-        return G_COUNT + self.port_entries * P_COUNT + self.locks * L_COUNT
+        return G_COUNT + self.port_entries * P_COUNT + self.mmio_entries * M_COUNT + self.locks * L_COUNT
 
     @property
     def size_bytes(self) -> int:
@@ -126,5 +187,8 @@ class StatsLayout:
     def port_base(self, row_base: int, stats_index: int) -> int:
         return row_base + G_COUNT + stats_index * P_COUNT
 
+    def mmio_base(self, row_base: int, stats_index: int) -> int:
+        return row_base + G_COUNT + self.port_entries * P_COUNT + stats_index * M_COUNT
+
     def lock_base(self, row_base: int, lock_index: int) -> int:
-        return row_base + G_COUNT + self.port_entries * P_COUNT + lock_index * L_COUNT
+        return row_base + G_COUNT + self.port_entries * P_COUNT + self.mmio_entries * M_COUNT + lock_index * L_COUNT

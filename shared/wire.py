@@ -23,10 +23,11 @@ MAX_STRING_UNITS = 65536
 # Requests, worker -> ring-3.
 OP_HELLO = 1  # [pid]: the worker is up
 OP_IOPORT_READ = 2  # [port, size, ring0_status]: do this IN in ring-3 -> (rc, value)
-OP_COMMIT = 3  # [ring0_status]: IOMR3ProcessForceFlag; the pending write is in shared memory
+OP_COMMIT = 3  # [ring0_status]: IOMR3ProcessForceFlag; the pending writes are in shared memory
 OP_IOPORT_READ_STRING = 4  # [port, size, count]: the rest of a REP INS -> (rc, bytes)
 OP_IOPORT_WRITE_STRING = 5  # [port, size, data]: the rest of a REP OUTS -> (rc, units done)
 OP_DONE = 6  # [status, report]: the workload ended with this status
+OP_MMIO_READ = 7  # [address, size, ring0_status]: do this MMIO read in ring-3 -> (rc, value)
 # Replies, ring-3 -> worker.
 OP_REPLY = 64
 OP_ERROR = 65
@@ -38,6 +39,7 @@ OP_NAMES = {
     OP_IOPORT_READ_STRING: "ioport_read_string",
     OP_IOPORT_WRITE_STRING: "ioport_write_string",
     OP_DONE: "done",
+    OP_MMIO_READ: "mmio_read",
     OP_REPLY: "reply",
     OP_ERROR: "error",
 }
@@ -91,6 +93,7 @@ REQUEST_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
     OP_IOPORT_READ_STRING: (("port", _PORT), ("size", _SIZE), ("count", _int_in(1, MAX_STRING_UNITS))),
     OP_IOPORT_WRITE_STRING: (("port", _PORT), ("size", _SIZE), ("data", _bytes_up_to(MAX_STRING_BYTES))),
     OP_DONE: (("status", _STATUS), ("report", _small_map)),
+    OP_MMIO_READ: (("address", _VALUE), ("size", _SIZE), ("ring0_status", _STATUS)),
 }
 
 REPLY_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {

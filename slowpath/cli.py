@@ -1,7 +1,7 @@
 """The ``ringsim`` command.
 
     ringsim run [--config FILE.toml] [--workload TRACE|NAME] [--vcpus N] [--json]
-    ringsim info ioport [--config FILE.toml]
+    ringsim info ioport|mmio [--config FILE.toml]
 
 Exit statuses: 0 after a clean run; the guest's ``(value << 1) | 1`` when it ended the VM
 through isa-debug-exit; 1 when a worker died or the run failed; 2 for a bad config,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -100,15 +101,26 @@ def info() -> None:
     """VirtualBox-style info dumps of a VM as its config builds it."""
 
 
-@info.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), help="VM config (TOML).")
-def ioport(config_path: Path | None) -> None:
-    """Dump all I/O port registrations (VirtualBox's `info ioport`)."""
+def _info(config_path: Path | None, dump: Callable[[VM], str]) -> None:
     try:
         config = load_vm_config(config_path)
         with VM(config) as vm:
-            click.echo(vm.iom.info())
+            click.echo(dump(vm))
     except ConfigFileError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except VBoxError as exc:
         _fail(f"VM creation failed: {exc}", EXIT_BAD_INPUT)
+
+
+@info.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="VM config (TOML).")
+def ioport(config_path: Path | None) -> None:
+    """Dump all I/O port registrations (VirtualBox's `info ioport`)."""
+    _info(config_path, lambda vm: vm.iom.info())
+
+
+@info.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="VM config (TOML).")
+def mmio(config_path: Path | None) -> None:
+    """Dump all MMIO registrations (VirtualBox's `info mmio`)."""
+    _info(config_path, lambda vm: vm.iom.info_mmio())

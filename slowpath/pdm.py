@@ -32,6 +32,8 @@ from shared.devapi import (
     ConfigError,
     ConfigKey,
     DeviceRegistration,
+    MmioRead,
+    MmioWrite,
     PortIn,
     PortInString,
     PortOut,
@@ -48,13 +50,17 @@ from shared.status import (
 )
 from slowpath.config import VmConfig
 from slowpath.drivers import DRIVERS, construct_driver
-from slowpath.iom import IoPortManager
+from slowpath.iom import IomManager
 
 DEVICE_MODULES = (
     "devices.serial",
     "devices.debugcon",
     "devices.isa_debug_exit",
     "devices.testdev",
+    "devices.ioapic",
+    "devices.hpet",
+    "devices.vga",
+    "devices.edu",
 )
 """The built-in devices, by module.  Each module defines ``REGISTRATION``."""
 
@@ -265,7 +271,7 @@ class Ring3Helpers:
     """PDMDEVHLPR3 for one device instance."""
 
     def __init__(
-        self, instance: DeviceInstance, iom: IoPortManager, services: VmServices, config: VmConfig
+        self, instance: DeviceInstance, iom: IomManager, services: VmServices, config: VmConfig
     ) -> None:
         self._instance = instance
         self._iom = iom
@@ -316,6 +322,39 @@ class Ring3Helpers:
         self.ioport_map(handle, port)
         return handle
 
+    def mmio_create(
+        self,
+        size: int,
+        *,
+        description: str,
+        read: MmioRead | None = None,
+        write: MmioWrite | None = None,
+        flags: int = 0,
+    ) -> int:
+        return self._iom.mmio_create(
+            self._instance.index, self._instance.name, size, description, flags=flags, read=read, write=write
+        )
+
+    def mmio_map(self, handle: int, address: int) -> None:
+        self._iom.mmio_map(self._instance.index, handle, address)
+
+    def mmio_unmap(self, handle: int) -> None:
+        self._iom.mmio_unmap(self._instance.index, handle)
+
+    def mmio_create_and_map(
+        self,
+        address: int,
+        size: int,
+        *,
+        description: str,
+        read: MmioRead | None = None,
+        write: MmioWrite | None = None,
+        flags: int = 0,
+    ) -> int:
+        handle = self.mmio_create(size, description=description, read=read, write=write, flags=flags)
+        self.mmio_map(handle, address)
+        return handle
+
     def driver_attach(self, lun: int, description: str) -> CharDriver | None:
         """PDMDevHlpDriverAttach: the driver configured on LUN#lun, or None (no unit)."""
         configured = self._instance.luns.get(lun)
@@ -347,7 +386,7 @@ class Ring0SetupRecorder:
     it again with the real ring-0 helpers.
     """
 
-    def __init__(self, instance: DeviceInstance, iom: IoPortManager, services: VmServices) -> None:
+    def __init__(self, instance: DeviceInstance, iom: IomManager, services: VmServices) -> None:
         self._instance = instance
         self._iom = iom
         self._services = services
@@ -367,6 +406,9 @@ class Ring0SetupRecorder:
     ) -> None:
         self._iom.set_up_ring0(self._instance.index, handle, _callback_bits(in_, out, in_string, out_string))
 
+    def mmio_set_up_context(self, handle: int, *, read: MmioRead | None = None, write: MmioWrite | None = None) -> None:
+        self._iom.mmio_set_up_ring0(self._instance.index, handle, _callback_bits(read, write, None, None))
+
     def virtual_time_ns(self) -> int:
         return self._services.virtual_time_ns()
 
@@ -374,7 +416,7 @@ class Ring0SetupRecorder:
 def construct_instances(
     instances: list[DeviceInstance],
     states: list[Any],
-    iom: IoPortManager,
+    iom: IomManager,
     services: VmServices,
     config: VmConfig,
 ) -> None:

@@ -21,14 +21,31 @@ from shared.stats import (
     G_IOPORT_INS,
     G_IOPORT_OUT,
     G_IOPORT_OUTS,
+    G_MMIO_COMMITS,
+    G_MMIO_COMMITS_DIRECT,
+    G_MMIO_COMMITS_PGM,
+    G_MMIO_DEV_LOCK_CONTENTION_R0,
+    G_MMIO_READS,
+    G_MMIO_SPLIT,
+    G_MMIO_STALE,
+    G_MMIO_WRITES,
     G_RING0_HANDLED,
     G_RING3_ACCESSES,
     L_CONTENTION_R3,
     L_CONTENTION_R3_WAIT_NS,
     L_CONTENTION_RZ_BUSY,
-    L_COUNT,
     L_ENTERS_R3,
     L_ENTERS_RZ,
+    M_COMPLICATED_READS,
+    M_COMPLICATED_WRITES,
+    M_FF_OR_00_READS,
+    M_IGNORED_WRITES,
+    M_READ_RZ_TO_R3,
+    M_READS_R3,
+    M_READS_RZ,
+    M_WRITE_RZ_TO_R3,
+    M_WRITES_R3,
+    M_WRITES_RZ,
     P_COUNT,
     P_IN_R3,
     P_IN_RZ,
@@ -59,6 +76,7 @@ class RunResult:
     ring0_handled: int
     deferred: dict[str, int]
     commits: int
+    mmio: dict[str, int]
     ring3_accesses: int
     final_status: dict[str, Any]
     wall_s: float
@@ -103,10 +121,28 @@ class RunResult:
         lines.append("")
         lines.append("  region          ports      R0  in-R0 out-R0  in-R3 out-R3 in-R0>R3 out-R0>R3")
         for region in self.regions:
+            if "ports" not in region:
+                continue
             lines.append(
                 f"  {region['description'][:14]:<14}  {region['ports']:<9}  {'yes' if region['ring0'] else 'no':<3}"
                 f" {region['in_r0']:>6} {region['out_r0']:>6} {region['in_r3']:>6} {region['out_r3']:>6}"
                 f" {region['in_r0_to_r3']:>8} {region['out_r0_to_r3']:>9}"
+            )
+        mmio_regions = [region for region in self.regions if "mmio" in region]
+        if mmio_regions:
+            lines.append("")
+            lines.append("  region          mapping                  R0   rd-R0  wr-R0  rd-R3  wr-R3 rd>R3 wr>R3 cmplx")
+            for region in mmio_regions:
+                lines.append(
+                    f"  {region['description'][:14]:<14}  {region['mmio']:<23}  {'yes' if region['ring0'] else 'no':<3}"
+                    f" {region['read_r0']:>6} {region['write_r0']:>6} {region['read_r3']:>6} {region['write_r3']:>6}"
+                    f" {region['read_r0_to_r3']:>5} {region['write_r0_to_r3']:>5}"
+                    f" {region['complicated_reads'] + region['complicated_writes']:>5}"
+                )
+            mmio = self.mmio
+            lines.append(
+                f"  MMIO commits: {mmio['commits']} ({mmio['commits_direct']} direct, {mmio['commits_pgm']} by lookup);"
+                f" stale mappings {mmio['stale_mappings']}; accesses split across regions {mmio['split_accesses']}"
             )
         for merge in self.merges[:5]:
             lines.append(
@@ -173,9 +209,33 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
             }
         )
 
+    for mmio_region in vm.iom.mmio_regions:
+        entry = vm.table.mmio_entries[mmio_region.handle]
+        base = vm.stats.mmio_base(0, entry.stats_index)
+        regions.append(
+            {
+                "handle": mmio_region.handle,
+                "device": mmio_region.device,
+                "description": mmio_region.description,
+                "mmio": f"{entry.mapping:#x}-{entry.mapping + mmio_region.size - 1:#x}" if entry.mapped else "unmapped",
+                "ring0": bool(entry.ring0_callbacks),
+                "total": sum(both[base + f] for f in (M_READS_RZ, M_READS_R3, M_WRITES_RZ, M_WRITES_R3)),
+                "read_r0": both[base + M_READS_RZ],
+                "write_r0": both[base + M_WRITES_RZ],
+                "read_r3": both[base + M_READS_R3],
+                "write_r3": both[base + M_WRITES_R3],
+                "read_r0_to_r3": both[base + M_READ_RZ_TO_R3],
+                "write_r0_to_r3": both[base + M_WRITE_RZ_TO_R3],
+                "complicated_reads": both[base + M_COMPLICATED_READS],
+                "complicated_writes": both[base + M_COMPLICATED_WRITES],
+                "ff_or_00_reads": both[base + M_FF_OR_00_READS],
+                "ignored_writes": both[base + M_IGNORED_WRITES],
+            }
+        )
+
     locks = {}
     for instance in vm.instances:
-        base = G_COUNT + vm.stats.port_entries * P_COUNT + instance.index * L_COUNT
+        base = vm.stats.lock_base(0, instance.index)
         locks[instance.name] = {
             "enters_r0": both[base + L_ENTERS_RZ],
             "busy_r0": both[base + L_CONTENTION_RZ_BUSY],
@@ -230,10 +290,22 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
     return RunResult(
         vm=vm.config.name,
         vcpus=vm.vcpu_count,
-        accesses=ring0[G_IOPORT_IN] + ring0[G_IOPORT_OUT] + ring0[G_IOPORT_INS] + ring0[G_IOPORT_OUTS],
+        accesses=sum(
+            ring0[i] for i in (G_IOPORT_IN, G_IOPORT_OUT, G_IOPORT_INS, G_IOPORT_OUTS, G_MMIO_READS, G_MMIO_WRITES)
+        ),
         ring0_handled=ring0[G_RING0_HANDLED],
         deferred={reason: ring0[index] for reason, index in DEFER_REASONS.items()},
-        commits=ring3[G_IOPORT_COMMITS],
+        commits=ring3[G_IOPORT_COMMITS] + ring3[G_MMIO_COMMITS],
+        mmio={
+            "reads": ring0[G_MMIO_READS],
+            "writes": ring0[G_MMIO_WRITES],
+            "commits": ring3[G_MMIO_COMMITS],
+            "commits_direct": ring3[G_MMIO_COMMITS_DIRECT],
+            "commits_pgm": ring3[G_MMIO_COMMITS_PGM],
+            "stale_mappings": both[G_MMIO_STALE],
+            "split_accesses": both[G_MMIO_SPLIT],
+            "device_lock_contention_r0": ring0[G_MMIO_DEV_LOCK_CONTENTION_R0],
+        },
         ring3_accesses=ring3[G_RING3_ACCESSES],
         final_status={"rc": final, "name": status_name(final)},
         wall_s=wall_s,

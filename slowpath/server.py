@@ -4,8 +4,10 @@ One ROUTER socket serves every vCPU worker.  For each request it
 
 * redoes a deferred IN in ring-3 (EM's emR3ExecutePendingIoPortRead) and replies with
   the value;
-* commits the vCPU's pending OUT from shared memory (IOMR3ProcessForceFlag) and replies
-  with the commit's status merged into the one ring-0 returned (iomR3MergeStatus);
+* redoes a deferred MMIO read in ring-3;
+* commits the vCPU's pending OUT and pending MMIO write from shared memory
+  (IOMR3ProcessForceFlag) and replies with the commits' statuses merged into the one
+  ring-0 returned (iomR3MergeStatus);
 * finishes the units of a string access ring-0 left;
 
 then acts on the resulting status as EM would: VINF_EM_OFF / _TERMINATE starts the
@@ -21,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from shared.stats import G_IOPORT_COMMITS
+from shared.stats import G_IOPORT_COMMITS, G_MMIO_COMMITS
 from shared.status import (
     VERR_INTERNAL_ERROR,
     VERR_IOM_IOPORT_IPE_1,
@@ -29,6 +31,7 @@ from shared.status import (
     VINF_EM_RESET,
     VINF_EM_TERMINATE,
     VINF_IOM_R3_IOPORT_COMMIT_WRITE,
+    VINF_IOM_R3_MMIO_COMMIT_WRITE,
     merge_status,
 )
 from shared.vcpu import VM_POWERING_OFF, VmShared
@@ -39,13 +42,14 @@ from shared.wire import (
     OP_IOPORT_READ,
     OP_IOPORT_READ_STRING,
     OP_IOPORT_WRITE_STRING,
+    OP_MMIO_READ,
     OP_REPLY,
     Request,
     WireError,
     decode_request,
     encode_reply,
 )
-from slowpath.iom import Ring3PortIO
+from slowpath.iom import Ring3MmioIO, Ring3PortIO
 
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enum costs microseconds per call
 
@@ -69,6 +73,7 @@ class Ring3Server:
         socket: zmq.Socket,  # type: ignore[type-arg]
         vm: VmShared,
         port_io: list[Ring3PortIO],
+        mmio_io: list[Ring3MmioIO],
         counters: memoryview,
         ring3_rows: list[int],
         reset_devices: Callable[[], None],
@@ -76,6 +81,7 @@ class Ring3Server:
         self.socket = socket
         self.vm = vm
         self.port_io = port_io
+        self.mmio_io = mmio_io
         self.counters = counters
         self.ring3_rows = ring3_rows
         self.reset_devices = reset_devices
@@ -143,6 +149,9 @@ class Ring3Server:
             return io.read(port, size)
         if op == OP_COMMIT:
             return self.process_force_flag(request.vcpu, request.args[0]), 0
+        if op == OP_MMIO_READ:
+            address, size, _ring0_status = request.args
+            return self.mmio_io[request.vcpu].read(address, size)
         if op == OP_IOPORT_READ_STRING:
             port, size, count = request.args
             status, data, _left = io.read_string(port, size, count)
@@ -158,16 +167,29 @@ class Ring3Server:
         return 0, 0
 
     def process_force_flag(self, vcpu: int, status: int) -> int:
-        """IOMR3ProcessForceFlag: commit vCPU *vcpu*'s pending write, merge into *status*."""
+        """IOMR3ProcessForceFlag: commit vCPU *vcpu*'s pending writes, merging into *status*."""
         shared = self.vm.vcpus[vcpu]
-        pending = shared.pending_port_write
+        port_write = shared.pending_port_write
+        mmio_write = shared.pending_mmio_write
         shared.force_flag_iom = 0
-        if not pending.size:
+        if not port_write.size and not mmio_write.size:
             return VERR_IOM_IOPORT_IPE_1
-        self.counters[self.ring3_rows[vcpu] + G_IOPORT_COMMITS] += 1
-        committed = self.port_io[vcpu].write(pending.port, pending.value, pending.size)
-        pending.size = 0
-        merged = merge_status(status, committed, VINF_IOM_R3_IOPORT_COMMIT_WRITE)
+        row = self.ring3_rows[vcpu]
+        if port_write.size:
+            self.counters[row + G_IOPORT_COMMITS] += 1
+            committed = self.port_io[vcpu].write(port_write.port, port_write.value, port_write.size)
+            port_write.size = 0
+            status = self._merge(vcpu, status, committed, VINF_IOM_R3_IOPORT_COMMIT_WRITE)
+        if mmio_write.size:
+            self.counters[row + G_MMIO_COMMITS] += 1
+            data = bytes(mmio_write.data[: mmio_write.size])
+            committed = self.mmio_io[vcpu].commit(mmio_write.address, data, mmio_write.region_hint)
+            mmio_write.size = 0
+            status = self._merge(vcpu, status, committed, VINF_IOM_R3_MMIO_COMMIT_WRITE)
+        return status
+
+    def _merge(self, vcpu: int, status: int, committed: int, commit_code: int) -> int:
+        merged = merge_status(status, committed, commit_code)
         if committed != 0:
             records = self.vcpus[vcpu].merges
             if len(records) < 100:

@@ -24,7 +24,7 @@ import zmq
 
 from fastpath.worker import worker_main
 from shared.boot import DeviceBoot, WorkerBoot
-from shared.iomtable import IoPortTable
+from shared.iomtable import IomTable
 from shared.locks import DeviceLock
 from shared.segments import Segment, sweep_stale
 from shared.stats import StatsLayout
@@ -33,7 +33,7 @@ from shared.vcpu import MAX_VCPUS, VM_POWERING_OFF, VM_RUNNING, VmShared
 from shared.wire import MAX_MESSAGE_BYTES
 from slowpath.config import VmConfig
 from slowpath.drivers import MemoryCharDriver
-from slowpath.iom import IoPortManager, Ring3PortIO
+from slowpath.iom import IomManager, Ring3MmioIO, Ring3PortIO
 from slowpath.pdm import (
     DeviceInstance,
     DeviceRegistry,
@@ -95,7 +95,7 @@ class VM:
         self._private_dir: str | None = None
         self._context: zmq.Context[Any] | None = None
         self._socket: zmq.Socket[Any] | None = None
-        self._powered_off = False
+        self._powered_off = True  # until power_on
         self.services = VmServices(time.monotonic_ns())
 
     # -- creation ------------------------------------------------------------------------
@@ -118,36 +118,33 @@ class VM:
     def _create(self) -> None:
         sweep_stale()
         self.instances = plan_instances(self.config, self.registry)
-        self.table_segment = self._segment("iom", ctypes.sizeof(IoPortTable))
-        self.table = self.table_segment.view(IoPortTable)
+        self.table_segment = self._segment("iom", ctypes.sizeof(IomTable))
+        self.table = self.table_segment.view(IomTable)
         self.vm_segment = self._segment("vm", ctypes.sizeof(VmShared))
         self.vm = self.vm_segment.view(VmShared)
         self.vm.vcpu_count = self.vcpu_count
         self.vm.clock_base_ns = self.services.clock_base_ns
         self.state_segment = self._segment("devstate", state_bytes(self.instances))
         states = [self.state_segment.view(i.reg.shared_state, i.state_offset) for i in self.instances]
-        self.iom = IoPortManager(self.table)
+        self.iom = IomManager(self.table)
         construct_instances(self.instances, states, self.iom, self.services, self.config)
         # Region creation is frozen now, so the statistics table can be sized exactly.
-        self.stats = StatsLayout(self.vcpu_count, self.table.port_stats, len(self.instances))
+        self.stats = StatsLayout(
+            self.vcpu_count, self.table.port_stats, len(self.instances), self.table.mmio_registrations
+        )
         self.stats_segment = self._segment("stats", self.stats.size_bytes)
         self.counters = self.stats_segment.words()
-        ring3_rows = [self.stats.row_base(v, ring3=True) for v in range(self.vcpu_count)]
-        self.port_io = [
-            Ring3PortIO(
-                self.iom,
-                [
-                    DeviceLock(i.name, i.lock, self.counters, self.stats.lock_base(row, i.index), self._check_workers)
-                    for i in self.instances
-                ],
-                self.counters,
-                row,
-            )
-            for row in ring3_rows
-        ]
+        self.ring3_rows = [self.stats.row_base(v, ring3=True) for v in range(self.vcpu_count)]
+        self.port_io = []
+        self.mmio_io = []
+        for row in self.ring3_rows:
+            locks = [
+                DeviceLock(i.name, i.lock, self.counters, self.stats.lock_base(row, i.index), self._check_workers)
+                for i in self.instances
+            ]
+            self.port_io.append(Ring3PortIO(self.iom, locks, self.counters, row))
+            self.mmio_io.append(Ring3MmioIO(self.iom, locks, self.counters, row, self.stats.mmio_base(row, 0)))
         self._bind()
-        assert self._socket is not None
-        self.server = Ring3Server(self._socket, self.vm, self.port_io, self.counters, ring3_rows, self.reset)
 
     def _bind(self) -> None:
         # Ring-3's private directory (mode 0700): the ipc socket and the workers' workloads.
@@ -192,10 +189,22 @@ class VM:
         )
 
     def power_on(self, shares: list[list[TraceOp]]) -> None:
-        """Spawn one ring-0 worker per vCPU with its share of the workload."""
+        """Spawn one ring-0 worker per vCPU with its share of the workload.
+
+        A VM can be powered on again after a run: device state carries over, the
+        statistics start from zero (each run reports its own).
+        """
+        if not self._powered_off:
+            raise RuntimeError("the VM is already powered on")
         context = multiprocessing.get_context("spawn")
+        self.counters[:] = memoryview(bytes(len(self.counters) * 8)).cast("Q")
+        assert self._socket is not None and self._private_dir is not None
+        self.server = Ring3Server(
+            self._socket, self.vm, self.port_io, self.mmio_io, self.counters, self.ring3_rows, self.reset
+        )
+        self.workers = []
+        self._powered_off = False
         self.vm.state = VM_RUNNING
-        assert self._private_dir is not None
         for vcpu, share in enumerate(shares):
             ops_file = os.path.join(self._private_dir, f"vcpu{vcpu}.ops")
             with open(ops_file, "wb") as file:
@@ -291,6 +300,16 @@ class VM:
                 worker.process.kill()
             worker.process.join()
 
+    def remap_mmio(self, handle: int, address: int) -> None:
+        """Move an MMIO region at runtime, as a PCI BAR write does (the IOM lock taken exclusively).
+
+        Safe while workers run: an access already past its lookup finds the region
+        moved and is counted as a stale mapping.
+        """
+        region = self.iom.mmio_regions[handle]
+        self.iom.mmio_unmap(region.owner, handle)
+        self.iom.mmio_map(region.owner, handle, address)
+
     # -- what a run leaves ---------------------------------------------------------------
     def console_output(self) -> dict[str, str]:
         """What each device wrote to a memory driver, by device and LUN."""
@@ -334,6 +353,7 @@ class VM:
             instance.state = None
             instance.ring3 = None
         self.port_io = []
+        self.mmio_io = []
         self.__dict__.pop("server", None)
         for name in ("table", "vm", "counters", "iom"):
             self.__dict__.pop(name, None)

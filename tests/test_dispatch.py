@@ -1,7 +1,7 @@
 """The ring-0 port dispatcher in fastpath/dispatch.py: IOMAll.cpp's IN/OUT/INS/OUTS as compiled for ring-0.
 
 One process, no workers: a plain ctypes registration table filled through ring-3's
-IoPortManager, a statistics row in a bytearray, real cross-process device locks.
+IomManager, a statistics row in a bytearray, real cross-process device locks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from fastpath.dispatch import PortDispatcher, Ring0Callbacks
 from shared.devapi import IOM_IOPORT_F_ABS, PortIn, PortInString, PortOut, PortOutString
-from shared.iomtable import IoPortTable, PortLookup
+from shared.iomtable import IomTable, PortLookup
 from shared.locks import DeviceLock
 from shared.stats import (
     G_COUNT,
@@ -56,7 +56,7 @@ from shared.status import (
     VINF_SUCCESS,
 )
 from shared.vcpu import VCpuShared
-from slowpath.iom import IoPortManager
+from slowpath.iom import IomManager
 
 SPAWN = multiprocessing.get_context("spawn")
 LAYOUT = StatsLayout(vcpus=1, port_entries=256, locks=4)
@@ -101,8 +101,8 @@ class Rig:
     """A registration table, ring-3's IOM over it, a statistics row and one vCPU's dispatcher."""
 
     def __init__(self, owners: int = 2) -> None:
-        self.table = IoPortTable()
-        self.iom = IoPortManager(self.table)
+        self.table = IomTable()
+        self.iom = IomManager(self.table)
         self.counters = memoryview(bytearray(LAYOUT.size_bytes)).cast("Q")
         self.vcpu = VCpuShared()
         self.raw_locks: list[Any] = [SPAWN.RLock() for _ in range(owners)]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.devapi import IOM_IOPORT_F_ABS
-from shared.iomtable import CB_IN, CB_OUT, UNMAPPED_PORT, IoPortTable, PortLookup
+from shared.iomtable import CB_IN, CB_OUT, UNMAPPED_PORT, IomTable, PortLookup
 from shared.locks import DeviceLock
 from shared.stats import (
     G_COUNT,
@@ -50,7 +50,7 @@ from shared.status import (
     VINF_SUCCESS,
     VBoxError,
 )
-from slowpath.iom import IoPortManager, Ring3PortIO
+from slowpath.iom import IomManager, Ring3PortIO
 
 SPAWN = multiprocessing.get_context("spawn")
 LAYOUT = StatsLayout(vcpus=1, port_entries=256, locks=2)
@@ -73,14 +73,14 @@ def raises_rc(rc: int, action: Callable[[], object]) -> VBoxError:
     return caught.value
 
 
-def lookup_rows(table: IoPortTable) -> list[tuple[int, int, int]]:
+def lookup_rows(table: IomTable) -> list[tuple[int, int, int]]:
     rows = (table.lookup[i] for i in range(table.lookup_entries))
     return [(row.first, row.last, row.handle) for row in rows]
 
 
-def make_manager() -> tuple[IoPortTable, IoPortManager]:
-    table = IoPortTable()
-    return table, IoPortManager(table)
+def make_manager() -> tuple[IomTable, IomManager]:
+    table = IomTable()
+    return table, IomManager(table)
 
 
 # -- IOMR3IoPortCreate --------------------------------------------------------------------
@@ -409,7 +409,7 @@ def counters() -> memoryview:
 
 
 class Ring3Rig:
-    """An IoPortManager with two device owners, their locks, a ring-3 statistics row and the I/O."""
+    """An IomManager with two device owners, their locks, a ring-3 statistics row and the I/O."""
 
     def __init__(self) -> None:
         self.table, self.iom = make_manager()

@@ -11,7 +11,7 @@ from shared.iomtable import (
     CB_IN_STRING,
     CB_OUT,
     CB_OUT_STRING,
-    IoPortTable,
+    IomTable,
     PortLookup,
     RegionInfo,
 )
@@ -30,7 +30,7 @@ PC_RANGES = [
 ]
 
 
-def fill_table(table: IoPortTable, ranges: list[tuple[int, int]], generation: int = 2) -> None:
+def fill_table(table: IomTable, ranges: list[tuple[int, int]], generation: int = 2) -> None:
     """Map *ranges* as ring-3 would: registration i (handle 10 + i) holds range i, in lookup order."""
     for position, (first, last) in enumerate(ranges):
         handle = 10 + position
@@ -53,7 +53,7 @@ def fill_table(table: IoPortTable, ranges: list[tuple[int, int]], generation: in
 
 
 def lookup_over(ranges: list[tuple[int, int]]) -> PortLookup:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, ranges)
     lookup = PortLookup(table)
     assert lookup.refresh()
@@ -159,7 +159,7 @@ def test_find_in_an_empty_table_is_a_miss() -> None:
 
 
 def test_find_in_a_never_refreshed_lookup_is_a_miss() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, PC_RANGES)
     assert PortLookup(table).find(0x3F8, 0) == -1
 
@@ -206,7 +206,7 @@ def test_search_after_a_wrong_hint_is_logarithmic() -> None:
 
 # --- refresh: the generation seqlock ---------------------------------------------------
 def test_refresh_copies_ranges_and_region_info() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, PC_RANGES)
     lookup = PortLookup(table)
     assert lookup.refresh()
@@ -229,7 +229,7 @@ def test_refresh_copies_ranges_and_region_info() -> None:
 
 
 def test_region_info_fields_come_from_the_registration_entry() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, [(0x3F8, 0x3FF)])
     entry = table.entries[10]
     entry.count, entry.flags, entry.owner, entry.stats_index = 8, 0x1, 7, 1234
@@ -243,7 +243,7 @@ def test_region_info_fields_come_from_the_registration_entry() -> None:
 
 
 def test_refresh_returns_false_while_generation_is_odd() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, PC_RANGES, generation=3)
     lookup = PortLookup(table)
     assert not lookup.refresh()
@@ -251,7 +251,7 @@ def test_refresh_returns_false_while_generation_is_odd() -> None:
 
 
 def test_refresh_keeps_the_old_copy_while_ring3_writes_then_picks_up_changes() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, [(0x3F8, 0x3FF)], generation=4)
     lookup = PortLookup(table)
     assert lookup.refresh()
@@ -270,7 +270,7 @@ def test_refresh_keeps_the_old_copy_while_ring3_writes_then_picks_up_changes() -
 
 
 def test_refresh_does_not_recopy_while_generation_is_unchanged() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, [(0x3F8, 0x3FF)])
     lookup = PortLookup(table)
     assert lookup.refresh()
@@ -282,7 +282,7 @@ def test_refresh_does_not_recopy_while_generation_is_unchanged() -> None:
 
 
 def test_refresh_picks_up_an_unmap() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, PC_RANGES)
     lookup = PortLookup(table)
     assert lookup.refresh()
@@ -295,7 +295,7 @@ def test_refresh_picks_up_an_unmap() -> None:
 class GenerationMovesDuringCopy:
     """A table whose generation word changes between refresh's first and second read."""
 
-    def __init__(self, table: IoPortTable, generations: list[int]) -> None:
+    def __init__(self, table: IomTable, generations: list[int]) -> None:
         self._table = table
         self._generations = generations
 
@@ -308,7 +308,7 @@ class GenerationMovesDuringCopy:
 
 
 def test_refresh_returns_false_when_generation_moves_during_the_copy() -> None:
-    table = IoPortTable()
+    table = IomTable()
     fill_table(table, PC_RANGES)
     moving: Any = GenerationMovesDuringCopy(table, [2, 4])
     lookup = PortLookup(moving)

@@ -30,7 +30,7 @@ from shared.devapi import (
     ConfigKey,
     DeviceRegistration,
 )
-from shared.iomtable import CB_IN, CB_IN_STRING, CB_OUT, IoPortTable
+from shared.iomtable import CB_IN, CB_IN_STRING, CB_OUT, IomTable
 from shared.status import (
     VERR_PDM_DEVICE_NAME_CLASH,
     VERR_PDM_INVALID_DEVICE_REGISTRATION,
@@ -41,7 +41,7 @@ from shared.status import (
 )
 from slowpath.config import ConfigFileError, VmConfig, parse_config
 from slowpath.drivers import MemoryCharDriver
-from slowpath.iom import IoPortManager
+from slowpath.iom import IomManager
 from slowpath.pdm import (
     STATE_ALIGNMENT,
     DeviceInstance,
@@ -175,7 +175,7 @@ def test_register_duplicate_name_is_name_clash() -> None:
 
 def test_builtin_registry_holds_the_built_in_devices() -> None:
     registry = builtin_registry()
-    assert registry.names() == ["debugcon", "isa-debug-exit", "serial", "testdev"]
+    assert registry.names() == ["debugcon", "edu", "hpet", "ioapic", "isa-debug-exit", "serial", "testdev", "vga"]
     assert registry.get("serial") == (SERIAL, "devices.serial")
     assert registry.get("nosuch") is None
 
@@ -404,10 +404,10 @@ Input = "hi"
 
 def construct(
     text: str, registry: DeviceRegistry | None = None
-) -> tuple[list[DeviceInstance], IoPortManager, VmServices, VmConfig]:
+) -> tuple[list[DeviceInstance], IomManager, VmServices, VmConfig]:
     config = parse_config(text, SOURCE)
     instances = plan_instances(config, registry or builtin_registry())
-    iom = IoPortManager(IoPortTable())
+    iom = IomManager(IomTable())
     services = VmServices(time.monotonic_ns())
     construct_instances(instances, [instance.reg.shared_state() for instance in instances], iom, services, config)
     return instances, iom, services, config
@@ -492,7 +492,7 @@ class RecordingState(ctypes.Structure):
 
 
 def recording_registry(
-    events: list[str], locks: dict[str, Any], table: list[IoPortTable]
+    events: list[str], locks: dict[str, Any], table: list[IomTable]
 ) -> DeviceRegistry:
     """Devices that log construction, ring-0 set-up and init-complete, with what they saw."""
 
@@ -553,13 +553,13 @@ def recording_registry(
 def test_construct_runs_constructors_in_order_then_init_complete_under_the_lock_before_freeze() -> None:
     events: list[str] = []
     locks: dict[str, Any] = {}
-    tables: list[IoPortTable] = [IoPortTable()]
+    tables: list[IomTable] = [IomTable()]
     registry = recording_registry(events, locks, tables)
     text = "[Devices.late.0]\n[Devices.mid.1]\n[Devices.mid.0]\nR0Enabled = false\n[Devices.early.0]\n"
     config = parse_config(text, SOURCE)
     instances = plan_instances(config, registry)
     locks.update({instance.name: instance.lock for instance in instances})
-    iom = IoPortManager(tables[0])
+    iom = IomManager(tables[0])
     states = [RecordingState() for _ in instances]
     construct_instances(instances, states, iom, VmServices(time.monotonic_ns()), config)
     assert events == [
