@@ -79,7 +79,9 @@ def test_built_in_default_config_parses() -> None:
     path = Path(__file__).resolve().parent.parent / "slowpath" / "configs" / "default.toml"
     config = load_config(path)
     assert config.source == str(path)
-    assert [device.name for device in config.devices] == ["serial", "debugcon", "isa-debug-exit", "testdev"]
+    assert [device.name for device in config.devices] == [
+        "serial", "debugcon", "isa-debug-exit", "testdev", "ioapic", "hpet", "vga", "edu"
+    ]
 
 
 def test_unreadable_config_file_is_an_error_at_line_1(tmp_path: Path) -> None:
