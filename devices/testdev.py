@@ -11,6 +11,10 @@ It does no real work, so that both tiers can be measured on the same work:
   1 resets (VINF_EM_RESET), 2 halts (VINF_EM_HALT).  Guests use it to end cleanly.
 * SCRATCH (+4..+7) is a dword register a guest can write and read back, in ring-0.
 
+It also has one MMIO page (MMIOBase) with the same idea for memory-mapped I/O: a read
+or write at MMIO_NOP (+0) is answered in ring-0, at MMIO_NOP_R3 (+8) always in ring-3;
+reads return the NOP value.  The region passes accesses through as the guest made them.
+
 The state counts the accesses each tier served, so a test can tell where work ran.
 """
 
@@ -37,6 +41,8 @@ from shared.status import (
     VINF_EM_RESET,
     VINF_IOM_R3_IOPORT_READ,
     VINF_IOM_R3_IOPORT_WRITE,
+    VINF_IOM_R3_MMIO_READ,
+    VINF_IOM_R3_MMIO_WRITE,
     VINF_SUCCESS,
 )
 
@@ -46,6 +52,10 @@ PATTERN = 2  # reads an incrementing byte
 EM = 3  # write: ask for a VM scheduling status
 SCRATCH = 4  # 4 bytes, +4..+7
 PORT_COUNT = 8
+
+MMIO_NOP = 0x0  # MMIO page: answered wherever it lands
+MMIO_NOP_R3 = 0x8  # MMIO page: always answered in ring-3
+MMIO_SIZE = 0x1000
 
 NOP_VALUE = 0x64726962  # VMMDEV_TESTING_NOP_RET
 EM_REQUESTS = {0: VINF_EM_OFF, 1: VINF_EM_RESET, 2: VINF_EM_HALT}
@@ -60,6 +70,9 @@ class TestdevState(ctypes.Structure):
         ("ring0_accesses", ctypes.c_uint64),
         ("ring3_accesses", ctypes.c_uint64),
         ("nop_writes", ctypes.c_uint64),  # NOP and NOP_R3 writes, whichever tier took them
+        ("mmio_handle", ctypes.c_uint16),
+        ("mmio_writes", ctypes.c_uint64),  # MMIO writes, whichever tier took them
+        ("mmio_last_value", ctypes.c_uint64),
     ]
 
 
@@ -84,6 +97,14 @@ class TestdevCore:
             return VINF_SUCCESS, (state.scratch >> shift) & SIZE_MASK.get(size, 0xFFFFFFFF)
         return VERR_IOM_IOPORT_UNUSED, 0
 
+    def mmio_read(self, offset: int, size: int) -> tuple[int, int]:
+        return VINF_SUCCESS, NOP_VALUE & ((1 << (8 * size)) - 1)
+
+    def mmio_write_register(self, offset: int, value: int, size: int) -> int:
+        self.state.mmio_writes += 1
+        self.state.mmio_last_value = value
+        return VINF_SUCCESS
+
     def write_register(self, offset: int, value: int, size: int) -> None:
         state = self.state
         if offset in (NOP, NOP_R3):
@@ -100,6 +121,13 @@ class TestdevRing3(TestdevCore):
         state.io_handle = hlp.ioport_create_and_map(
             config["IOBase"], PORT_COUNT, description="TESTDEV", out=self.io_out, in_=self.io_in
         )
+        state.mmio_handle = hlp.mmio_create_and_map(
+            config["MMIOBase"], MMIO_SIZE, description="TESTDEV MMIO", read=self.mmio_read, write=self.mmio_write
+        )
+
+    def mmio_write(self, offset: int, value: int, size: int) -> int:
+        self.state.ring3_accesses += 1
+        return self.mmio_write_register(offset, value, size)
 
     def io_in(self, offset: int, size: int) -> tuple[int, int]:
         self.state.ring3_accesses += 1
@@ -121,6 +149,18 @@ class TestdevRing0(TestdevCore):
     def __init__(self, hlp: Ring0DeviceHelpers, state: TestdevState, config: Mapping[str, Any]) -> None:
         super().__init__(state)
         hlp.ioport_set_up_context(state.io_handle, out=self.io_out, in_=self.io_in, in_string=self.io_in_string)
+        hlp.mmio_set_up_context(state.mmio_handle, read=self.mmio_read_r0, write=self.mmio_write)
+
+    def mmio_read_r0(self, offset: int, size: int) -> tuple[int, int]:
+        if offset >= MMIO_NOP_R3:
+            return VINF_IOM_R3_MMIO_READ, 0
+        return self.mmio_read(offset, size)
+
+    def mmio_write(self, offset: int, value: int, size: int) -> int:
+        if offset >= MMIO_NOP_R3:
+            return VINF_IOM_R3_MMIO_WRITE
+        self.state.ring0_accesses += 1
+        return self.mmio_write_register(offset, value, size)
 
     def io_in(self, offset: int, size: int) -> tuple[int, int]:
         if offset == NOP_R3:
@@ -156,5 +196,8 @@ REGISTRATION = DeviceRegistration(
     shared_state=TestdevState,
     ring3=TestdevRing3,
     ring0=TestdevRing0,
-    config_keys=(ConfigKey("IOBase", int, 0x540, "the first of its 8 ports", minimum=0, maximum=0xFFF8),),
+    config_keys=(
+        ConfigKey("IOBase", int, 0x540, "the first of its 8 ports", minimum=0, maximum=0xFFF8),
+        ConfigKey("MMIOBase", int, 0xFEB00000, "its MMIO page (page aligned)", minimum=0, maximum=0xFFFFF000),
+    ),
 )

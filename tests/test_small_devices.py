@@ -18,9 +18,12 @@ from shared.status import (
     VINF_EM_RESET,
     VINF_IOM_R3_IOPORT_READ,
     VINF_IOM_R3_IOPORT_WRITE,
+    VINF_IOM_R3_MMIO_READ,
+    VINF_IOM_R3_MMIO_WRITE,
     VINF_SUCCESS,
 )
 
+MMIO_HANDLE = 9
 HANDLE = 3
 
 
@@ -55,12 +58,17 @@ class FakeRing3Helpers:
     driver: MemoryDriver | None = None
     instance: int = 0
     regions: list[Region] = field(default_factory=list)
+    mmio_regions: list[Region] = field(default_factory=list)
     attached: list[tuple[int, str]] = field(default_factory=list)
     exit_statuses: list[int] = field(default_factory=list)
 
     def ioport_create_and_map(self, port: int, count: int, *, description: str, **callbacks: Any) -> int:
         self.regions.append(Region(port, count, description, callbacks))
         return HANDLE
+
+    def mmio_create_and_map(self, address: int, size: int, *, description: str, **callbacks: Any) -> int:
+        self.mmio_regions.append(Region(address, size, description, callbacks))
+        return MMIO_HANDLE
 
     def driver_attach(self, lun: int, description: str) -> MemoryDriver | None:
         self.attached.append((lun, description))
@@ -77,9 +85,13 @@ class FakeRing3Helpers:
 class FakeRing0Helpers:
     instance: int = 0
     contexts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    mmio_contexts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def ioport_set_up_context(self, handle: int, **callbacks: Any) -> None:
         self.contexts.append((handle, callbacks))
+
+    def mmio_set_up_context(self, handle: int, **callbacks: Any) -> None:
+        self.mmio_contexts.append((handle, callbacks))
 
     def virtual_time_ns(self) -> int:
         return 0
@@ -287,6 +299,22 @@ def test_testdev_maps_eight_ports_and_sets_up_ring0() -> None:
     ((handle, callbacks),) = dev.hlp0.contexts
     assert handle == HANDLE == dev.state.io_handle
     assert set(callbacks) == {"out", "in_", "in_string"}
+
+
+def test_testdev_maps_an_mmio_page_with_a_ring0_and_a_ring3_register() -> None:
+    dev = make_testdev(MMIOBase=0xFEB00000)
+    (region,) = dev.hlp3.mmio_regions
+    assert (region.port, region.count, region.description) == (0xFEB00000, 0x1000, "TESTDEV MMIO")
+    ((handle, callbacks),) = dev.hlp0.mmio_contexts
+    assert handle == MMIO_HANDLE == dev.state.mmio_handle
+    assert set(callbacks) == {"read", "write"}
+    assert dev.ring0.mmio_write(0, 0x11, 4) == VINF_SUCCESS
+    assert dev.ring0.mmio_write(8, 0x22, 4) == VINF_IOM_R3_MMIO_WRITE
+    assert dev.ring0.mmio_read_r0(8, 4) == (VINF_IOM_R3_MMIO_READ, 0)
+    assert dev.ring3.mmio_write(8, 0x22, 4) == VINF_SUCCESS
+    assert (dev.state.mmio_writes, dev.state.mmio_last_value) == (2, 0x22)
+    assert (dev.state.ring0_accesses, dev.state.ring3_accesses) == (1, 1)
+    assert dev.ring3.mmio_read(8, 2) == (VINF_SUCCESS, 0x6962)
 
 
 @pytest.mark.parametrize(("size", "value"), [(1, 0x62), (2, 0x6962), (4, 0x64726962)])
