@@ -31,6 +31,7 @@ from shared.stats import (
     G_MMIO_WRITES,
     G_RING0_HANDLED,
     G_RING3_ACCESSES,
+    G_UNASSIGNED,
     L_CONTENTION_R3,
     L_CONTENTION_R3_WAIT_NS,
     L_CONTENTION_RZ_BUSY,
@@ -76,6 +77,7 @@ class RunResult:
     ring0_handled: int
     deferred: dict[str, int]
     commits: int
+    unassigned: int
     mmio: dict[str, int]
     ring3_accesses: int
     final_status: dict[str, Any]
@@ -296,6 +298,7 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
         ring0_handled=ring0[G_RING0_HANDLED],
         deferred={reason: ring0[index] for reason, index in DEFER_REASONS.items()},
         commits=ring3[G_IOPORT_COMMITS] + ring3[G_MMIO_COMMITS],
+        unassigned=both[G_UNASSIGNED],
         mmio={
             "reads": ring0[G_MMIO_READS],
             "writes": ring0[G_MMIO_WRITES],
@@ -303,6 +306,7 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
             "commits_direct": ring3[G_MMIO_COMMITS_DIRECT],
             "commits_pgm": ring3[G_MMIO_COMMITS_PGM],
             "stale_mappings": both[G_MMIO_STALE],
+            "stale_dropped_in_ring3": ring3[G_MMIO_STALE],  # ring-0's stale accesses were redone in ring-3
             "split_accesses": both[G_MMIO_SPLIT],
             "device_lock_contention_r0": ring0[G_MMIO_DEV_LOCK_CONTENTION_R0],
         },

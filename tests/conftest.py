@@ -26,6 +26,10 @@ Driver = "memory"
 Driver = "memory"
 [Devices.isa-debug-exit.0]
 [Devices.testdev.0]
+[Devices.ioapic.0]
+[Devices.hpet.0]
+[Devices.vga.0]
+[Devices.edu.0]
 """
 
 
