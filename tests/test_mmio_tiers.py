@@ -6,6 +6,7 @@ import threading
 import time
 
 from conftest import vm_config, workload
+
 from shared.trace import parse_text
 from slowpath.vm import VM
 
