@@ -1,13 +1,18 @@
 """First benchmark: what the fast path and a deferral cost, each against its floor.
 
-Two ratios, each measured side by side in this one run:
+Ratios, each measured side by side in this one run:
 
 1. an OUT handled in ring-0 (lookup, device try-lock, statistics, testdev's NOP
    callback) against a direct call of the same ring-0 callback, both in this process;
 2. a deferred OUT (testdev's NOP_R3: ring-0 parks a pending write, the vCPU worker asks
    ring-3 to commit it and waits for the merged status) against a raw pyzmq + msgpack
    DEALER/ROUTER round trip between a spawned process and this one, over the same
-   transport.
+   transport;
+3. an MMIO write handled in ring-0 (testdev's MMIO NOP) against a deferred one (its
+   MMIO NOP_R3: a pending MMIO write committed by ring-3);
+4. a complicated MMIO read (two bytes at an odd address of the I/O APIC, whose region
+   takes only DWORDs, so IOM reads the DWORD and extracts them) against an aligned DWORD
+   read of the same register, both in ring-0.
 
 Nothing here passes or fails: it prints figures, ratios and where the processes ran.
 
@@ -40,8 +45,12 @@ Name = "bench-core"
 [Devices.testdev.0]
 [Devices.testdev.0.Config]
 IOBase = 0x540
+MMIOBase = 0xfeb00000
+[Devices.ioapic.0]
 """
 NOP, NOP_R3 = 0x540, 0x541
+MMIO_NOP, MMIO_NOP_R3 = 0xFEB00000, 0xFEB00008
+IOWIN = 0xFEC00010
 REPEATS = 5
 
 
@@ -65,6 +74,8 @@ def fast_path_vs_direct_call(vm: VM, n: int) -> dict[str, float]:
 
 def _time_fast_path(environment: Ring0Environment, handle: int, n: int) -> dict[str, float]:
     write = environment.dispatcher.write
+    mmio_write = environment.mmio.write
+    mmio_read = environment.mmio.read
     callback = environment.callbacks[handle].out
     assert callback is not None
 
@@ -76,29 +87,50 @@ def _time_fast_path(environment: Ring0Environment, handle: int, n: int) -> dict[
         for _ in range(count):
             callback(0, 1, 4)
 
+    def mmio_through_ring0(count: int) -> None:
+        for _ in range(count):
+            mmio_write(MMIO_NOP, 1, 4)
+
+    def aligned_read(count: int) -> None:
+        for _ in range(count):
+            mmio_read(IOWIN, 4)
+
+    def complicated_read(count: int) -> None:
+        for _ in range(count):
+            mmio_read(IOWIN + 1, 2)
+
     def empty_loop(count: int) -> None:
         for _ in range(count):
             pass
 
-    through_ring0(n)  # warm up: lookup snapshot, hints
+    through_ring0(n)  # warm up: lookup snapshots, hints
+    mmio_through_ring0(n)
     loop = _median_ns_per_op(empty_loop, n)
-    ring0 = _median_ns_per_op(through_ring0, n)
-    call = _median_ns_per_op(direct, n)
+    ring0 = _median_ns_per_op(through_ring0, n) - loop
+    call = _median_ns_per_op(direct, n) - loop
+    mmio_ring0 = _median_ns_per_op(mmio_through_ring0, n) - loop
+    aligned = _median_ns_per_op(aligned_read, n) - loop
+    complicated = _median_ns_per_op(complicated_read, n) - loop
     return {
-        "ring0_out_ns": ring0 - loop,
-        "direct_callback_ns": call - loop,
+        "ring0_out_ns": ring0,
+        "direct_callback_ns": call,
         "loop_overhead_ns": loop,
-        "ratio": (ring0 - loop) / (call - loop),
+        "ratio": ring0 / call,
+        "mmio_ring0_write_ns": mmio_ring0,
+        "mmio_aligned_read_ns": aligned,
+        "mmio_complicated_read_ns": complicated,
+        "complicated_vs_aligned_ratio": complicated / aligned,
     }
 
 
-def deferred_write(vm: VM, n: int) -> dict[str, float]:
-    """Per-access cost of N deferred OUTs and of N ring-0 OUTs, timed inside the worker."""
-    ops = parse_text(f"out {NOP_R3:#x} 4 0x1\n" * n + f"out {NOP:#x} 4 0x1\n" * n, "bench")
-    result = vm.run(vm.split_workload(ops, "bench"))
-    assert result.commits == n, result.commits
-    total_ns = result.per_vcpu[0]["workload_ns"]
-    return {"deferred_out_ns_incl_ring0_outs": total_ns / n, "commits": result.commits}
+def deferred_writes(vm: VM, n: int) -> dict[str, float]:
+    """Per-access cost of N deferred OUTs and of N deferred MMIO writes, timed inside the worker."""
+    figures = {}
+    for name, line in (("out", f"out {NOP_R3:#x} 4 0x1\n"), ("mmio", f"wr {MMIO_NOP_R3:#x} 4 0x1\n")):
+        result = vm.run(vm.split_workload(parse_text(line * n, "bench"), "bench"))
+        assert result.commits == n, result.commits
+        figures[name] = result.per_vcpu[0]["workload_ns"] / n
+    return figures
 
 
 def _raw_client(endpoint: str, n: int, results: Any) -> None:
@@ -155,11 +187,8 @@ def main() -> None:
     config = parse_config(CONFIG, "bench-core.toml")
     with VM(config, transport=args.transport) as vm:
         fast = fast_path_vs_direct_call(vm, args.n * 10)
-    # The deferred OUTs run in a real worker, so the ring-0 OUTs of the same workload
-    # are subtracted with the in-process figure: what is left is the deferral.
     with VM(config, transport=args.transport) as vm:
-        deferred = deferred_write(vm, args.n)
-    deferred_ns = deferred["deferred_out_ns_incl_ring0_outs"] - fast["ring0_out_ns"]
+        deferred = deferred_writes(vm, args.n)
     raw_ns = raw_round_trip(args.transport, args.n)
 
     figures = {
@@ -168,19 +197,27 @@ def main() -> None:
         "transport": args.transport,
         "n": args.n,
         "fast_path": fast,
-        "deferred_out_ns": deferred_ns,
+        "deferred_out_ns": deferred["out"],
+        "deferred_mmio_write_ns": deferred["mmio"],
         "raw_round_trip_ns": raw_ns,
-        "deferral_vs_raw_ratio": deferred_ns / raw_ns,
-        "deferral_vs_ring0_ratio": deferred_ns / fast["ring0_out_ns"],
+        "deferral_vs_raw_ratio": deferred["out"] / raw_ns,
+        "deferral_vs_ring0_ratio": deferred["out"] / fast["ring0_out_ns"],
+        "mmio_deferred_vs_ring0_ratio": deferred["mmio"] / fast["mmio_ring0_write_ns"],
     }
     print(f"ringsim bench_core  ({args.transport}, n={args.n}, {os.cpu_count()} CPUs, unpinned)")
-    print(f"  OUT handled in ring-0          {fast['ring0_out_ns']:10.0f} ns")
-    print(f"  direct call of the callback    {fast['direct_callback_ns']:10.0f} ns")
-    print(f"    ratio ring-0 / direct        {fast['ratio']:10.1f} x")
-    print(f"  deferred OUT (commit in R3)    {deferred_ns:10.0f} ns")
-    print(f"  raw pyzmq+msgpack round trip   {raw_ns:10.0f} ns")
-    print(f"    ratio deferred / raw         {figures['deferral_vs_raw_ratio']:10.2f} x")
-    print(f"    ratio deferred / ring-0 OUT  {figures['deferral_vs_ring0_ratio']:10.0f} x")
+    print(f"  OUT handled in ring-0            {fast['ring0_out_ns']:10.0f} ns")
+    print(f"  direct call of the callback      {fast['direct_callback_ns']:10.0f} ns")
+    print(f"    ratio ring-0 / direct          {fast['ratio']:10.1f} x")
+    print(f"  deferred OUT (commit in R3)      {deferred['out']:10.0f} ns")
+    print(f"  raw pyzmq+msgpack round trip     {raw_ns:10.0f} ns")
+    print(f"    ratio deferred / raw           {figures['deferral_vs_raw_ratio']:10.2f} x")
+    print(f"    ratio deferred / ring-0 OUT    {figures['deferral_vs_ring0_ratio']:10.0f} x")
+    print(f"  MMIO write handled in ring-0     {fast['mmio_ring0_write_ns']:10.0f} ns")
+    print(f"  MMIO write deferred (commit R3)  {deferred['mmio']:10.0f} ns")
+    print(f"    ratio deferred / ring-0        {figures['mmio_deferred_vs_ring0_ratio']:10.0f} x")
+    print(f"  MMIO aligned DWORD read (R0)     {fast['mmio_aligned_read_ns']:10.0f} ns")
+    print(f"  MMIO complicated read (R0)       {fast['mmio_complicated_read_ns']:10.0f} ns")
+    print(f"    ratio complicated / aligned    {fast['complicated_vs_aligned_ratio']:10.2f} x")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(figures, file, indent=2)
