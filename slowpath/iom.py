@@ -111,6 +111,14 @@ from shared.status import (
 PORT_STATS_MAX = 65536  # VirtualBox's _64K cap on per-port statistics entries
 
 
+def _description(device: str, description: str) -> bytes:
+    """A region's description as the table stores it; it must be 1..127 bytes."""
+    encoded = description.encode()
+    if not encoded or len(encoded) >= IOPORT_DESCRIPTION_MAX:
+        raise VBoxError(VERR_INVALID_PARAMETER, f"{device}: description must be 1..127 bytes")
+    return encoded
+
+
 def _dummy_in(offset: int, size: int) -> tuple[int, int]:
     """IOM's stand-in for a missing ring-3 IN callback: all ones."""
     return VINF_SUCCESS, ALL_ONES.get(size, 0xFFFFFFFF)
@@ -211,9 +219,7 @@ class IomManager:
             raise VBoxError(VERR_INVALID_FLAGS, f"{device}: flags {flags:#x}")
         if in_ is None and out is None and in_string is None and out_string is None:
             raise VBoxError(VERR_INVALID_PARAMETER, f"{device}: a region needs at least one callback")
-        encoded = description.encode()
-        if not encoded or len(encoded) >= IOPORT_DESCRIPTION_MAX:
-            raise VBoxError(VERR_INVALID_PARAMETER, f"{device}: description must be 1..127 bytes")
+        encoded = _description(device, description)
         handle = int(table.registrations)
         if handle >= IOPORT_MAX_REGISTRATIONS or table.port_stats + count > PORT_STATS_MAX:
             raise VBoxError(VERR_IOM_TOO_MANY_IOPORT_REGISTRATIONS, f"{device}: no room for {count} more ports")
@@ -324,14 +330,16 @@ class IomManager:
     @_one_writer
     def set_up_ring0(self, owner: int, handle: int, callbacks: int) -> None:
         """Mark which ring-0 callbacks a region has (fRing0 and the R0 entry's callbacks)."""
-        region = self._entry(owner, handle)
+        description = self._entry(owner, handle).description  # checks the handle first
+        self._record_ring0(self.table.entries[handle], description, callbacks)
+
+    def _record_ring0(self, entry: Any, description: str, callbacks: int) -> None:
         if self.table.frozen:
-            raise VBoxError(VERR_WRONG_ORDER, f"{region.description}: ring-0 set-up after init-complete")
-        entry = self.table.entries[handle]
+            raise VBoxError(VERR_WRONG_ORDER, f"{description}: ring-0 set-up after init-complete")
         if entry.ring0_callbacks:
-            raise VBoxError(VERR_WRONG_ORDER, f"{region.description}: ring-0 context already set up")
+            raise VBoxError(VERR_WRONG_ORDER, f"{description}: ring-0 context already set up")
         if not callbacks:
-            raise VBoxError(VERR_INVALID_PARAMETER, f"{region.description}: ring-0 set-up with no callback")
+            raise VBoxError(VERR_INVALID_PARAMETER, f"{description}: ring-0 set-up with no callback")
         with self.exclusive():
             entry.ring0_callbacks = callbacks
 
@@ -364,9 +372,7 @@ class IomManager:
             raise VBoxError(VERR_INVALID_FLAGS, f"{device}: MMIO flags {flags:#x}")
         if read is None and write is None:
             raise VBoxError(VERR_INVALID_PARAMETER, f"{device}: an MMIO region needs a read or a write callback")
-        encoded = description.encode()
-        if not encoded or len(encoded) >= IOPORT_DESCRIPTION_MAX:
-            raise VBoxError(VERR_INVALID_PARAMETER, f"{device}: description must be 1..127 bytes")
+        encoded = _description(device, description)
         handle = int(table.mmio_registrations)
         if handle >= MMIO_MAX_REGISTRATIONS:
             raise VBoxError(VERR_IOM_TOO_MANY_MMIO_REGISTRATIONS, f"{device}: no room for another MMIO region")
@@ -436,16 +442,8 @@ class IomManager:
     @_one_writer
     def mmio_set_up_ring0(self, owner: int, handle: int, callbacks: int) -> None:
         """IOMR0MmioSetUpContext as ring-3 records it: which ring-0 callbacks the region has."""
-        region = self._mmio_entry(owner, handle)
-        if self.table.frozen:
-            raise VBoxError(VERR_WRONG_ORDER, f"{region.description}: ring-0 set-up after init-complete")
-        entry = self.table.mmio_entries[handle]
-        if entry.ring0_callbacks:
-            raise VBoxError(VERR_WRONG_ORDER, f"{region.description}: ring-0 context already set up")
-        if not callbacks:
-            raise VBoxError(VERR_INVALID_PARAMETER, f"{region.description}: ring-0 set-up with no callback")
-        with self.exclusive():
-            entry.ring0_callbacks = callbacks
+        description = self._mmio_entry(owner, handle).description  # checks the handle first
+        self._record_ring0(self.table.mmio_entries[handle], description, callbacks)
 
     def freeze(self) -> None:
         """IOMR3InitCompleted: no more regions from here on."""
