@@ -53,6 +53,9 @@ class VCpu:
         self.link = link
         self.vm = vm
         self.failures = 0
+        # Units (a REP string instruction moves many) finished in each tier.
+        self.units_ring0 = 0
+        self.units_ring3 = 0
 
     def _retire(self, rc: int) -> None:
         """Act on the status an access ended with."""
@@ -71,6 +74,9 @@ class VCpu:
         rc, value = self.ports.read(port, size)
         if rc == VINF_IOM_R3_IOPORT_READ:
             rc, value = self.link.call(OP_IOPORT_READ, port, size, VINF_EM_PENDING_R3_IOPORT_READ)
+            self.units_ring3 += 1
+        else:
+            self.units_ring0 += 1
         self._retire(rc)
         return rc, value
 
@@ -79,6 +85,9 @@ class VCpu:
         rc = self.ports.write(port, value, size)
         if rc == VINF_IOM_R3_IOPORT_COMMIT_WRITE:
             rc, _ = self.link.call(OP_COMMIT, rc)
+            self.units_ring3 += 1
+        else:
+            self.units_ring0 += 1
         self._retire(rc)
         return rc
 
@@ -88,10 +97,12 @@ class VCpu:
         while True:
             rc, data, left = self.ports.read_string(port, size, count)
             parts.append(data)
+            self.units_ring0 += len(data) // size
             if rc == VINF_IOM_R3_IOPORT_READ:
                 rc, data = self.link.call(OP_IOPORT_READ_STRING, port, size, left)
                 parts.append(data)
                 left -= len(data) // size
+                self.units_ring3 += len(data) // size
             self._retire(rc)
             if not left or rc < 0 or left == count:
                 return rc, b"".join(parts)
@@ -101,9 +112,11 @@ class VCpu:
         """REP OUTS: the status.  Restarted for units left, as a CPU would."""
         while True:
             rc, done = self.ports.write_string(port, size, data)
+            self.units_ring0 += done
             if rc == VINF_IOM_R3_IOPORT_WRITE:
                 rc, more = self.link.call(OP_IOPORT_WRITE_STRING, port, size, data[done * size :])
                 done += more
+                self.units_ring3 += more
             self._retire(rc)
             if done * size >= len(data) or rc < 0 or done == 0:
                 return rc
@@ -114,6 +127,9 @@ class VCpu:
         rc, value = self.mmio.read(address, size)
         if rc == VINF_IOM_R3_MMIO_READ:
             rc, value = self.link.call(OP_MMIO_READ, address, size, rc)
+            self.units_ring3 += 1
+        else:
+            self.units_ring0 += 1
         self._retire(rc)
         return rc, value
 
@@ -122,5 +138,8 @@ class VCpu:
         rc = self.mmio.write(address, value, size)
         if rc == VINF_IOM_R3_MMIO_COMMIT_WRITE:
             rc, _ = self.link.call(OP_COMMIT, rc)
+            self.units_ring3 += 1
+        else:
+            self.units_ring0 += 1
         self._retire(rc)
         return rc

@@ -152,9 +152,11 @@ def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> in
         link.call(OP_HELLO, os.getpid())
         with open(boot.ops_file, "rb") as ops_file:
             ops = pickle.load(ops_file)
-        report = replay(vcpu, ops)
+        report = replay(vcpu, ops, boot.time_dependent)
         wire_report = report.to_wire()
         wire_report["failures"] = vcpu.failures
+        wire_report["units_ring0"] = vcpu.units_ring0
+        wire_report["units_ring3"] = vcpu.units_ring3
         wire_report["callback_errors"] = [str(error) for error in dispatcher.callback_errors]
         wire_report["messages"] = link.messages + 1
         link.call(OP_DONE, report.status, wire_report)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.stats import StatsLayout
+from shared.trace import TimeDependentRule
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,4 @@ class WorkerBoot:
     stats: StatsLayout
     devices: tuple[DeviceBoot, ...]
     ops_file: str
+    time_dependent: tuple[TimeDependentRule, ...] = ()

@@ -31,6 +31,24 @@ class TraceError(Exception):
     """A trace line that does not follow the format."""
 
 
+class TimeDependentRule(NamedTuple):
+    """Reads that depend on time (timer counters, clock registers): replays report them apart.
+
+    A rule covers the ports (or, with ``mmio``, the guest-physical addresses) first..last.
+    With an index port, it covers them only while the value last written to that port,
+    masked with ``index_mask``, lies in index_first..index_last (the RTC's time registers
+    behind port 0x70, say).
+    """
+
+    first: int
+    last: int
+    mmio: bool = False
+    index_port: int | None = None
+    index_mask: int = 0xFF
+    index_first: int = 0
+    index_last: int = 0xFF
+
+
 class TraceOp(NamedTuple):
     """One guest access.  For reads ``expected`` may be None (no expectation)."""
 

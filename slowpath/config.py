@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.trace import TimeDependentRule
 from shared.vcpu import MAX_VCPUS
 
 _LUN_KEY = re.compile(r"LUN#([0-9]+)\Z")
@@ -70,6 +71,7 @@ class VmConfig:
     devices: list[DeviceConfig]
     source: str
     text: str = field(repr=False)
+    time_dependent: list[TimeDependentRule] = field(default_factory=list)
 
     def error(self, keys: tuple[str, ...], message: str) -> ConfigFileError:
         """An error about the value at *keys*, located at its line in the file."""
@@ -147,8 +149,10 @@ def parse_config(text: str, source: str) -> VmConfig:
         elif key == "Devices":
             for name, node in _table(config, value, (key,)).items():
                 config.devices.append(_parse_device(config, name, _table(config, node, (key, name))))
+        elif key == "Replay":
+            config.time_dependent = _parse_replay(config, _table(config, value, (key,)))
         else:
-            raise config.error((key,), f"unknown key {key!r}; expected Name, NumCPUs or [Devices]")
+            raise config.error((key,), f"unknown key {key!r}; expected Name, NumCPUs, [Devices] or [Replay]")
     return config
 
 
@@ -202,6 +206,50 @@ def _parse_lun(config: VmConfig, keys: tuple[str, ...], node: dict[str, Any]) ->
         elif key != "Driver":
             raise config.error((*keys, key), f"unknown key {key!r}; expected Driver or Config")
     return lun
+
+
+def _range(config: VmConfig, keys: tuple[str, ...], text: Any) -> tuple[int, int]:
+    """"0x40-0x42" or "0x61" (or an integer) as (first, last)."""
+    if type(text) is int:
+        return text, text
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        first, _, last = text.partition("-")
+        low, high = int(first, 0), int(last or first, 0)
+    except ValueError:
+        raise config.error(keys, f"{keys[-1]} must be a number or a range like \"0x40-0x42\", not {text!r}") from None
+    if low > high or low < 0:
+        raise config.error(keys, f"{keys[-1]} range {text!r} is empty or negative")
+    return low, high
+
+
+def _parse_replay(config: VmConfig, node: dict[str, Any]) -> list[TimeDependentRule]:
+    """[Replay]: [[Replay.TimeDependent]] rules (Ports or Addresses, optionally behind an index port)."""
+    rules: list[TimeDependentRule] = []
+    for key, value in node.items():
+        if key != "TimeDependent":
+            raise config.error(("Replay", key), f"unknown key {key!r}; expected [[Replay.TimeDependent]]")
+        if not isinstance(value, list) or not all(isinstance(rule, dict) for rule in value):
+            raise config.error(("Replay", key), "TimeDependent must be an array of tables ([[Replay.TimeDependent]])")
+        for rule in value:
+            keys = ("Replay", key)
+            unknown = set(rule) - {"Ports", "Addresses", "IndexPort", "IndexMask", "Indexes"}
+            if unknown or ("Ports" in rule) == ("Addresses" in rule):
+                raise config.error(keys, "a TimeDependent rule has Ports or Addresses, optionally IndexPort, "
+                                         "IndexMask and Indexes")
+            mmio = "Addresses" in rule
+            field_name = "Addresses" if mmio else "Ports"
+            first, last = _range(config, (*keys, field_name), rule[field_name])
+            index_port = rule.get("IndexPort")
+            if index_port is not None and (type(index_port) is not int or not 0 <= index_port <= 0xFFFF):
+                raise config.error((*keys, "IndexPort"), "IndexPort must be a port number")
+            mask = rule.get("IndexMask", 0xFF)
+            if type(mask) is not int or mask < 0:
+                raise config.error((*keys, "IndexMask"), "IndexMask must be a non-negative integer")
+            index_first, index_last = _range(config, (*keys, "Indexes"), rule.get("Indexes", "0x00-0xff"))
+            rules.append(TimeDependentRule(first, last, mmio, index_port, mask, index_first, index_last))
+    return rules
 
 
 def load_config(path: Path) -> VmConfig:

@@ -112,9 +112,25 @@ class RunResult:
         if self.exit_status is not None:
             lines.append(f"  guest exit status   {self.exit_status}")
         replay = self.replay
+        timed = replay["time_dependent"]
         lines.append(
             f"  reads checked       {replay['reads_checked']:>10}   matched {replay['reads_matched']}"
+            + (f"   (time-dependent: {timed['reads_checked']} checked, {timed['reads_matched']} matched)"
+               if timed["reads_checked"] else "")
         )
+        units = replay["units"] or 1
+        lines.append(
+            f"  units moved         {replay['units']:>10}   on devices {replay['units_on_devices']}"
+            f" ({100 * replay['units_on_devices'] / units:.1f}%), finished in ring-0 {replay['units_ring0']}"
+            f" ({100 * replay['units_ring0'] / units:.1f}%)"
+        )
+        if len(replay["per_device"]) > 1:
+            lines.append("  replay by device      accesses      units   checked   matched   timed  matched")
+            for name, row in sorted(replay["per_device"].items(), key=lambda item: -item[1]["units"]):
+                lines.append(
+                    f"    {name[:18]:<18}{row['accesses']:>10} {row['units']:>10} {row['reads_checked']:>9}"
+                    f" {row['reads_matched']:>9} {row['time_dependent_checked']:>7} {row['time_dependent_matched']:>8}"
+                )
         for mismatch in replay["mismatches"][:10]:
             lines.append(
                 f"    line {mismatch['line']}: {mismatch['access']} {mismatch['address']:#x}/{mismatch['size']} "
@@ -178,6 +194,69 @@ def _sum_rows(vm: VM, ring3: bool) -> list[int]:
         for i, value in enumerate(vm.counters[base : base + words].tolist()):
             total[i] += value
     return total
+
+
+REPLAY_FIELDS = ("accesses", "units", "reads_checked", "reads_matched", "time_dependent_checked",
+                 "time_dependent_matched")
+
+
+def _owner(vm: VM, key: str) -> str:
+    """The device instance whose region holds a replay key's port or MMIO page."""
+    if key.startswith("mmio:"):
+        address = int(key[5:], 16)
+        for mmio_region in vm.iom.mmio_regions:
+            entry = vm.table.mmio_entries[mmio_region.handle]
+            if entry.mapped and entry.mapping <= address < entry.mapping + mmio_region.size:
+                return mmio_region.device
+        return "unassigned"
+    port = int(key, 16)
+    for region in vm.iom.regions:
+        entry = vm.table.entries[region.handle]
+        if entry.mapped and entry.port <= port < entry.port + region.count:
+            return region.device
+    return "unassigned"
+
+
+def _replay_summary(vm: VM, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replay checks summed over vCPUs, per port / MMIO page and per device."""
+    per_key: dict[str, list[int]] = {}
+    mismatches: list[dict[str, Any]] = []
+    for vcpu, report in enumerate(reports):
+        for key, counts in report.get("counts", {}).items():
+            total = per_key.setdefault(key, [0] * len(REPLAY_FIELDS))
+            for i, value in enumerate(counts):
+                total[i] += value
+        for line, access, address, size, expected, got in report.get("mismatches", []):
+            mismatches.append(
+                {"vcpu": vcpu, "line": line, "access": access, "address": address, "size": size,
+                 "expected": expected, "got": got}
+            )
+    mismatches.sort(key=lambda m: m["line"])
+    per_device: dict[str, list[int]] = {}
+    per_port = {}
+    for key, counts in sorted(per_key.items()):
+        owner = _owner(vm, key)
+        per_port[key] = {"device": owner, **dict(zip(REPLAY_FIELDS, counts, strict=True))}
+        total = per_device.setdefault(owner, [0] * len(REPLAY_FIELDS))
+        for i, value in enumerate(counts):
+            total[i] += value
+    sums = [sum(counts[i] for counts in per_key.values()) for i in range(len(REPLAY_FIELDS))]
+    units_on_devices = sums[1] - per_device.get("unassigned", [0, 0])[1]
+    units_ring0 = sum(report.get("units_ring0", 0) for report in reports)
+    units_ring3 = sum(report.get("units_ring3", 0) for report in reports)
+    return {
+        "accesses": sums[0],
+        "units": sums[1],
+        "units_on_devices": units_on_devices,
+        "units_ring0": units_ring0,
+        "units_ring3": units_ring3,
+        "reads_checked": sums[2],
+        "reads_matched": sums[3],
+        "time_dependent": {"reads_checked": sums[4], "reads_matched": sums[5]},
+        "mismatches": mismatches[:20],
+        "per_port": per_port,
+        "per_device": {name: dict(zip(REPLAY_FIELDS, counts, strict=True)) for name, counts in per_device.items()},
+    }
 
 
 def build_result(vm: VM, wall_s: float) -> RunResult:
@@ -246,28 +325,14 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
             "wait_r3_ns": both[base + L_CONTENTION_R3_WAIT_NS],
         }
 
-    reads_checked = reads_matched = 0
-    mismatches: list[dict[str, Any]] = []
-    per_address: dict[str, list[int]] = {}
     per_vcpu = []
     errors = list(server.rejections)
     merges = []
     for vcpu, record in enumerate(server.vcpus):
         report = record.report
-        for key, (accesses, checked, matched) in report.get("counts", {}).items():
-            counts = per_address.setdefault(key, [0, 0, 0])
-            counts[0] += accesses
-            counts[1] += checked
-            counts[2] += matched
-            reads_checked += checked
-            reads_matched += matched
-        for line, access, address, size, expected, got in report.get("mismatches", []):
-            mismatches.append(
-                {"vcpu": vcpu, "line": line, "access": access, "address": address, "size": size,
-                 "expected": expected, "got": got}
-            )
         errors += [f"vCPU {vcpu}: {error}" for error in report.get("callback_errors", [])]
         errors += [f"ring-3 for vCPU {vcpu}: {error}" for error in vm.port_io[vcpu].callback_errors]
+        errors += [f"ring-3 for vCPU {vcpu}: {error}" for error in vm.mmio_io[vcpu].callback_errors]
         per_vcpu.append(
             {
                 "vcpu": vcpu,
@@ -275,6 +340,8 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
                 "executed": report.get("executed", 0),
                 "messages": report.get("messages", 0),
                 "failures": report.get("failures", 0),
+                "units_ring0": report.get("units_ring0", 0),
+                "units_ring3": report.get("units_ring3", 0),
                 "workload_ns": report.get("wall_ns", 0),
             }
         )
@@ -282,7 +349,6 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
             {"vcpu": vcpu, "before": status_name(a), "commit": status_name(b), "merged": status_name(c)}
             for a, b, c in record.merges
         ]
-    mismatches.sort(key=lambda m: m["line"])
 
     final = server.power_off_status
     if final is None:
@@ -315,12 +381,7 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
         wall_s=wall_s,
         regions=regions,
         locks=locks,
-        replay={
-            "reads_checked": reads_checked,
-            "reads_matched": reads_matched,
-            "mismatches": mismatches[:20],
-            "per_address": per_address,
-        },
+        replay=_replay_summary(vm, [record.report for record in server.vcpus]),
         console=vm.console_output(),
         exit_status=vm.services.exit_status,
         resets=server.resets,

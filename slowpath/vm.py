@@ -186,6 +186,7 @@ class VM:
                 if i.r0_enabled
             ),
             ops_file=ops_file,
+            time_dependent=tuple(self.config.time_dependent),
         )
 
     def power_on(self, shares: list[list[TraceOp]]) -> None:
