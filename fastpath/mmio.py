@@ -8,7 +8,9 @@ mapping), or the device itself answers VINF_IOM_R3_MMIO_*.  Then:
 * a read returns VINF_IOM_R3_MMIO_READ and the vCPU has ring-3 redo it;
 * a write is parked as the vCPU's pending MMIO write (up to 128 bytes, with the region
   as a hint; a second, contiguous part is appended) and returns
-  VINF_IOM_R3_MMIO_COMMIT_WRITE: the instruction retires, ring-3 commits the bytes.
+  VINF_IOM_R3_MMIO_COMMIT_WRITE (or a more urgent EM status the bytes already written
+  returned): the instruction retires, ring-3 commits the bytes.  Every ring-0 write
+  deferral is such a commit, so Write-RZtoR3-Commit counts them (Write-RZtoR3 stays 0).
 
 An access that runs past its region's end is cut into parts per region (and counted);
 each part is handled on its own, and once one part of a write is pending the parts
@@ -47,7 +49,6 @@ from shared.stats import (
     M_PROF_WRITE_RZ_NS,
     M_READ_RZ_TO_R3,
     M_READS_RZ,
-    M_WRITE_RZ_TO_R3,
     M_WRITES_RZ,
 )
 from shared.status import (
@@ -162,8 +163,8 @@ class MmioDispatcher:
             r0.lock.release()
         c[stats + M_PROF_WRITE_RZ_NS] += time.perf_counter_ns() - started
         c[stats + M_PROF_WRITE_RZ_CALLS] += 1
-        if rc in RING3_STATUSES:
-            return G_DEFER_DEVICE_ASKED, VINF_SUCCESS, left_at, left
+        if left:  # the device asked for ring-3; rc is what the bytes before them returned
+            return G_DEFER_DEVICE_ASKED, rc, left_at, left
         c[stats + M_WRITES_RZ] += 1
         return HANDLED, rc, address, b""
 
@@ -265,23 +266,23 @@ class MmioDispatcher:
                 why, rc, left_at, left = self._write_part(info, start, chunk)
             else:
                 why, rc, left_at, left = deferred_because, VINF_SUCCESS, start, chunk  # keep the order
-            if why != HANDLED:
-                stats = self.mmio_stats + info.stats_index * M_COUNT
-                c[stats + M_WRITE_RZ_TO_R3] += 1
-                c[stats + M_COMMIT_RZ_TO_R3] += 1
-                deferred_because = why
-                rc = self._write_pending(left_at, left, info.handle)
-                if rc != VINF_IOM_R3_MMIO_COMMIT_WRITE:
-                    c[row + why] += 1
-                    return rc
-            elif rc < 0:
-                c[row + G_RING0_HANDLED] += 1
+            if rc < 0:
+                c[row + (G_RING0_HANDLED if deferred_because == HANDLED and why == HANDLED else why)] += 1
                 return rc
-            elif is_em_status(rc):
+            if is_em_status(rc):
                 status = rc if status == VINF_SUCCESS else min(status, rc)
+            if why != HANDLED:
+                c[self.mmio_stats + info.stats_index * M_COUNT + M_COMMIT_RZ_TO_R3] += 1
+                deferred_because = why
+                parked = self._write_pending(left_at, left, info.handle)
+                if parked != VINF_IOM_R3_MMIO_COMMIT_WRITE:
+                    c[row + why] += 1
+                    return parked
         if deferred_because != HANDLED:
             c[row + deferred_because] += 1
-            return VINF_IOM_R3_MMIO_COMMIT_WRITE
+            # An EM status from the bytes already written outranks the commit code;
+            # VMCPU_FF_IOM still makes the vCPU commit the parked bytes.
+            return status if status != VINF_SUCCESS else VINF_IOM_R3_MMIO_COMMIT_WRITE
         c[row + G_RING0_HANDLED] += 1
         if unassigned:
             c[row + G_UNASSIGNED] += 1

@@ -28,6 +28,7 @@ from shared.status import (
     VINF_IOM_R3_IOPORT_WRITE,
     VINF_IOM_R3_MMIO_COMMIT_WRITE,
     VINF_IOM_R3_MMIO_READ,
+    VINF_SUCCESS,
 )
 from shared.vcpu import VM_RUNNING, VmShared
 from shared.wire import OP_COMMIT, OP_IOPORT_READ, OP_IOPORT_READ_STRING, OP_IOPORT_WRITE_STRING, OP_MMIO_READ
@@ -136,8 +137,8 @@ class VCpu:
     def mmio_write(self, address: int, value: int, size: int) -> int:
         """An MMIO write: the status after any commit and merge."""
         rc = self.mmio.write(address, value, size)
-        if rc == VINF_IOM_R3_MMIO_COMMIT_WRITE:
-            rc, _ = self.link.call(OP_COMMIT, rc)
+        if rc == VINF_IOM_R3_MMIO_COMMIT_WRITE or (rc != VINF_SUCCESS and self.mmio.vcpu.force_flag_iom):
+            rc, _ = self.link.call(OP_COMMIT, rc)  # VMCPU_FF_IOM: bytes are parked, whatever the status
             self.units_ring3 += 1
         else:
             self.units_ring0 += 1

@@ -92,12 +92,18 @@ def do_read(
         rc, value = VINF_IOM_MMIO_UNUSED_FF, 0
     else:
         mode = flags & IOMMMIO_FLAGS_READ_MODE
+        where = address if flags & IOMMMIO_FLAGS_ABS else offset
         if (
             (size == 4 and not address & 3)
             or mode == IOMMMIO_FLAGS_READ_PASSTHRU
             or (size == 8 and not address & 7 and mode == IOMMMIO_FLAGS_READ_DWORD_QWORD)
         ):
-            rc, value = read(address if flags & IOMMMIO_FLAGS_ABS else offset, size)
+            if size in MMIO_SIZES:
+                rc, value = read(where, size)
+            else:  # a piece of a split access: the device takes 1, 2, 4 or 8 bytes
+                rc, value = _pieces_read(read, where, address, size)
+                if rc in RING3_STATUSES or rc < 0:
+                    return rc, 0
         else:
             counters[stats + M_COMPLICATED_READS] += 1
             rc, value = _complicated_read(read, flags, mode, address, offset, size, counters, stats)
@@ -112,6 +118,25 @@ def do_read(
     if rc in RING3_STATUSES:
         return rc, 0
     return rc, value & all_ones(size)
+
+
+def _pieces_read(read: MmioRead, where: int, address: int, size: int) -> tuple[int, int]:
+    """A PASSTHRU read of a size devices do not take, in natural pieces merged into one value."""
+    status = VINF_SUCCESS
+    value = 0
+    for piece_address, piece in natural_pieces(address, size):
+        shift = piece_address - address
+        rc, part = read(where + shift, piece)
+        if rc == VINF_IOM_MMIO_UNUSED_FF:
+            part = all_ones(piece)
+        elif rc == VINF_IOM_MMIO_UNUSED_00:
+            part = 0
+        elif rc in RING3_STATUSES or rc < 0:
+            return rc, 0
+        elif is_em_status(rc):
+            status = _merge_em(status, rc)
+        value |= (part & all_ones(piece)) << (8 * shift)
+    return status, value
 
 
 def _complicated_read(
@@ -155,11 +180,13 @@ def do_write(
     counters: memoryview,
     stats: int,
 ) -> tuple[int, int, bytes]:
-    """iomMmioDoWrite: (status, address, bytes left).
+    """iomMmioDoWrite: (status, address, bytes left for ring-3).
 
-    With a VINF_IOM_R3_MMIO_* status, the address and bytes are what ring-3 must still
-    write (VirtualBox's pending write from the current DWORD on); otherwise they are
-    (address, b"").  *data* is the guest's bytes, little-endian.
+    When the device answers VINF_IOM_R3_MMIO_* (ring-0 only), the bytes left are what
+    ring-3 must still write, from the current DWORD on (VirtualBox's pending write), at
+    that address, and the status is the most urgent EM status of the parts already
+    written (VINF_SUCCESS if none).  Otherwise no bytes are left and the status is the
+    write's.  *data* is the guest's bytes, little-endian.
     """
     size = len(data)
     if write is None:
@@ -173,7 +200,7 @@ def do_write(
     ):
         if size in MMIO_SIZES:
             rc = write(where, int.from_bytes(data, "little"), size)
-            return (rc, address, data) if rc in RING3_STATUSES else (rc, address, b"")
+            return (VINF_SUCCESS, address, data) if rc in RING3_STATUSES else (rc, address, b"")
         return _pieces_write(write, where, address, data)
     counters[stats + M_COMPLICATED_WRITES] += 1
     if mode in _ONLY_DWORD_MODES:
@@ -183,11 +210,12 @@ def do_write(
         return VERR_IOM_MMIO_IPE_2, address, b""
     status = VINF_SUCCESS
     done = 0
+    at = address
     while done < size:
-        skew = address & 3
+        skew = at & 3
         part = min(4 - skew, size - done)
         given = int.from_bytes(data[done : done + part], "little")
-        aligned_where = (address - skew) if flags & IOMMMIO_FLAGS_ABS else (offset - skew)
+        aligned_where = where + done - skew
         if part == 4:
             merged = given
         else:
@@ -196,38 +224,41 @@ def do_write(
                 # No read callback reads as unused (all ones), as do_read says.
                 rc, missing = read(aligned_where, 4) if read is not None else (VINF_IOM_MMIO_UNUSED_FF, 0)
                 if rc == VINF_IOM_MMIO_UNUSED_FF:
+                    counters[stats + M_FF_OR_00_READS] += 1
                     missing = 0xFFFFFFFF
                 elif rc == VINF_IOM_MMIO_UNUSED_00:
+                    counters[stats + M_FF_OR_00_READS] += 1
                     missing = 0
                 elif rc in RING3_STATUSES:
-                    return rc, address, data[done:]
+                    return status, at, data[done:]
                 elif rc < 0:
                     return rc, address, b""
+                elif is_em_status(rc):
+                    status = _merge_em(status, rc)
             mask = all_ones(part) << (8 * skew)
             merged = (missing & ~mask | (given << (8 * skew)) & mask) & 0xFFFFFFFF
         rc = write(aligned_where, merged, 4)
         if rc in RING3_STATUSES:
-            return rc, address - skew, merged.to_bytes(4, "little") + data[done + part :]
+            return status, at - skew, merged.to_bytes(4, "little") + data[done + part :]
         if rc < 0:
             return rc, address, b""
         if is_em_status(rc):
             status = _merge_em(status, rc)
         done += part
-        address += part
-        offset += part
+        at += part
     return status, address, b""
 
 
 def _pieces_write(write: MmioWrite, where: int, address: int, data: bytes) -> tuple[int, int, bytes]:
-    """A PASSTHRU write of a size devices do not take (a committed merge, say) in natural pieces."""
+    """A PASSTHRU write of a size devices do not take (a split access's piece) in natural pieces."""
     status = VINF_SUCCESS
     for piece_address, piece in natural_pieces(address, len(data)):
         start = piece_address - address
         rc = write(where + start, int.from_bytes(data[start : start + piece], "little"), piece)
         if rc in RING3_STATUSES:
-            return rc, piece_address, data[start:]
+            return status, piece_address, data[start:]
         if rc < 0:
-            return rc, piece_address, b""
+            return rc, address, b""
         if is_em_status(rc):
             status = _merge_em(status, rc)
     return status, address, b""

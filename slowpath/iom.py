@@ -651,6 +651,11 @@ class Ring3MmioIO:
             for at, start, length in parts
         ]
 
+    def _count_unassigned(self, parts: list[tuple[int, int, int, int]]) -> None:
+        """An access no region holds any part of counts as unassigned, once (as in ring-0)."""
+        if all(handle < 0 for handle, _, _, _ in parts):
+            self.counters[self.row + G_UNASSIGNED] += 1
+
     def _failed(self, region: MmioRegion, address: int, what: str) -> int:
         if len(self.callback_errors) < 20:
             self.callback_errors.append(f"{region.device} MMIO {address:#x}: {what}")
@@ -663,9 +668,10 @@ class Ring3MmioIO:
             return VERR_IOM_MMIO_IPE_2, 0
         status = VINF_SUCCESS
         value = 0
-        for handle, first, start, length in self._parts(address, size):
+        parts = self._parts(address, size)
+        self._count_unassigned(parts)
+        for handle, first, start, length in parts:
             if handle < 0:
-                self.counters[self.row + G_UNASSIGNED] += 1
                 part = all_ones(length)
             else:
                 rc, part = self._read_region(handle, first, start, length)
@@ -700,9 +706,10 @@ class Ring3MmioIO:
     def write(self, address: int, data: bytes) -> int:
         """An MMIO write done in ring-3 (and PGMPhysWrite's path for commits): the status."""
         status = VINF_SUCCESS
-        for handle, first, start, length in self._parts(address, len(data)):
+        parts = self._parts(address, len(data))
+        self._count_unassigned(parts)
+        for handle, first, start, length in parts:
             if handle < 0:
-                self.counters[self.row + G_UNASSIGNED] += 1
                 continue
             offset = start - address
             rc = self._write_region(handle, first, start, data[offset : offset + length])
@@ -722,10 +729,12 @@ class Ring3MmioIO:
                 c[self.row + G_MMIO_STALE] += 1
                 return VINF_SUCCESS
             try:
-                rc, _, _ = do_write(region.write, region.read, region.flags, address, address - first, data, c, stats)
+                rc, _, left = do_write(
+                    region.write, region.read, region.flags, address, address - first, data, c, stats
+                )
             except Exception as exc:
-                rc = self._failed(region, address, f"{type(exc).__name__}: {exc}")
-        if rc in RING3_STATUSES:
+                rc, left = self._failed(region, address, f"{type(exc).__name__}: {exc}"), b""
+        if left:
             rc = self._failed(region, address, "a ring-3 callback asked for ring-3")
         c[stats + M_WRITES_R3] += 1
         c[stats + M_PROF_WRITE_R3_NS] += time.perf_counter_ns() - started
