@@ -100,6 +100,7 @@ class ConfigKey:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] | None = None
+    is_path: bool = False  # a file or directory: a relative value is taken from the config's folder
 
     def default_for(self, instance: int) -> Any:
         """The default for *instance*; ConfigError when the device has none for it."""

@@ -48,8 +48,9 @@ def _fail(message: str, status: int) -> NoReturn:
 
 def load_vm_config(path: Path | None) -> VmConfig:
     if path is None:
-        text = resources.files("slowpath").joinpath("configs", "default.toml").read_text(encoding="utf-8")
-        return parse_config(text, "builtin:default.toml")
+        configs = resources.files("slowpath").joinpath("configs")
+        text = configs.joinpath("default.toml").read_text(encoding="utf-8")
+        return parse_config(text, "builtin:default.toml", Path(str(configs)))
     return load_config(path)
 
 

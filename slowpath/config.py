@@ -72,6 +72,7 @@ class VmConfig:
     source: str
     text: str = field(repr=False)
     time_dependent: list[TimeDependentRule] = field(default_factory=list)
+    folder: Path = field(default_factory=Path.cwd)  # where relative paths in the config start
 
     def error(self, keys: tuple[str, ...], message: str) -> ConfigFileError:
         """An error about the value at *keys*, located at its line in the file."""
@@ -126,8 +127,11 @@ def _table(config: VmConfig, value: Any, keys: tuple[str, ...]) -> dict[str, Any
     return value
 
 
-def parse_config(text: str, source: str) -> VmConfig:
-    """Parse and shape-check a VM config; raises :class:`ConfigFileError`."""
+def parse_config(text: str, source: str, folder: Path | None = None) -> VmConfig:
+    """Parse and shape-check a VM config; raises :class:`ConfigFileError`.
+
+    Relative paths in it (ConfigKey.is_path) start at *folder*, by default the working directory.
+    """
     try:
         tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -137,6 +141,8 @@ def parse_config(text: str, source: str) -> VmConfig:
         message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise ConfigFileError(source, line, f"not valid TOML: {message}") from None
     config = VmConfig(name="ringsim", vcpus=1, devices=[], source=source, text=text)
+    if folder is not None:
+        config.folder = folder
     for key, value in tree.items():
         if key == "Name":
             if not isinstance(value, str) or not value:
@@ -257,4 +263,4 @@ def load_config(path: Path) -> VmConfig:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(str(path), 1, f"cannot read config: {exc}") from None
-    return parse_config(text, str(path))
+    return parse_config(text, str(path), path.resolve().parent)

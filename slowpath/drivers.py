@@ -92,7 +92,7 @@ DRIVERS: dict[str, DriverRegistration] = {
             "file",
             "bytes go to a file",
             (
-                ConfigKey("Path", str, "", "the file to write"),
+                ConfigKey("Path", str, "", "the file to write (relative: to the VM config's folder)", is_path=True),
                 ConfigKey("Append", bool, False, "append instead of truncating"),
             ),
             _open_file,

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from shared.devapi import (
@@ -156,8 +157,10 @@ class BadConfigKey(ConfigError):
         self.key = key
 
 
-def _validated(keys: tuple[ConfigKey, ...], given: Mapping[str, Any], instance: int) -> dict[str, Any]:
-    """Defaults filled in and every given key checked; raises BadConfigKey."""
+def _validated(
+    keys: tuple[ConfigKey, ...], given: Mapping[str, Any], instance: int, folder: Path
+) -> dict[str, Any]:
+    """Defaults filled in, every given key checked, relative paths made absolute; raises BadConfigKey."""
     known = {key.name: key for key in keys}
     for name, value in given.items():
         if name not in known:
@@ -169,9 +172,12 @@ def _validated(keys: tuple[ConfigKey, ...], given: Mapping[str, Any], instance: 
     values = {}
     for key in keys:
         try:
-            values[key.name] = given[key.name] if key.name in given else key.default_for(instance)
+            value = given[key.name] if key.name in given else key.default_for(instance)
         except ConfigError as exc:
             raise BadConfigKey(key.name, str(exc)) from None
+        if key.is_path and value:
+            value = str(folder / value)  # an absolute value stays as it is
+        values[key.name] = value
     return values
 
 
@@ -198,7 +204,7 @@ def plan_instances(config: VmConfig, registry: DeviceRegistry) -> list[DeviceIns
         for inst in device.instances:
             keys = ("Devices", device.name, str(inst.number))
             try:
-                values = _validated(reg.config_keys, inst.config, inst.number)
+                values = _validated(reg.config_keys, inst.config, inst.number, config.folder)
             except BadConfigKey as exc:
                 raise config.error((*keys, "Config", exc.key), f"{reg.name}#{inst.number}: {exc}") from None
             has_r0 = bool(reg.flags & PDM_DEVREG_FLAGS_R0)
@@ -218,7 +224,7 @@ def plan_instances(config: VmConfig, registry: DeviceRegistry) -> list[DeviceIns
                         f"unknown driver {lun_config.driver!r} (known: {', '.join(DRIVERS)})",
                     )
                 try:
-                    luns[lun] = (driver.name, _validated(driver.config_keys, lun_config.config, lun))
+                    luns[lun] = (driver.name, _validated(driver.config_keys, lun_config.config, lun, config.folder))
                 except BadConfigKey as exc:
                     raise config.error((*lun_keys, "Config", exc.key), f"driver {driver.name}: {exc}") from None
             planned.append(
