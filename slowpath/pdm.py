@@ -62,6 +62,13 @@ DEVICE_MODULES = (
     "devices.hpet",
     "devices.vga",
     "devices.edu",
+    "devices.rtc",
+    "devices.pit",
+    "devices.pic",
+    "devices.i8042",
+    "devices.post",
+    "devices.fw_cfg",
+    "devices.piix",
 )
 """The built-in devices, by module.  Each module defines ``REGISTRATION``."""
 

@@ -133,10 +133,10 @@ def test_info_ioport_lists_regions_in_virtualbox_columns() -> None:
     done = ringsim("info", "ioport")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert re.fullmatch(r"I/O port registrations: 4 \(\d+ allocated\)", lines[0])
+    assert re.fullmatch(r"I/O port registrations: \d+ \(\d+ allocated\)", lines[0])
     assert lines[1] == " ## Ctx    Ports Mapping   PCI    Description"
-    assert "  0 R3+0   0008  03f8-03ff        SERIAL" in lines
-    assert "  2 R3     0004  00f4-00f7        ISA-DEBUG-EXIT" in lines
+    assert re.search(r"^ +\d+ R3\+0   0008  03f8-03ff        SERIAL$", done.stdout, re.MULTILINE)
+    assert re.search(r"^ +\d+ R3     0004  00f4-00f7        ISA-DEBUG-EXIT$", done.stdout, re.MULTILINE)
 
 
 def _start_long_run(tmp_path: Path) -> subprocess.Popen[str]:

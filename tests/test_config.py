@@ -79,9 +79,12 @@ def test_built_in_default_config_parses() -> None:
     path = Path(__file__).resolve().parent.parent / "slowpath" / "configs" / "default.toml"
     config = load_config(path)
     assert config.source == str(path)
-    assert [device.name for device in config.devices] == [
-        "serial", "debugcon", "isa-debug-exit", "testdev", "ioapic", "hpet", "vga", "edu"
-    ]
+    names = [device.name for device in config.devices]
+    for expected in ("piix", "i8259", "i8254", "mc146818", "i8042", "post", "fw_cfg", "serial", "debugcon",
+                     "ioapic", "hpet", "vga", "isa-debug-exit", "testdev", "edu"):
+        assert expected in names
+    assert len(next(d for d in config.devices if d.name == "debugcon").instances) == 2
+    assert config.time_dependent
 
 
 def test_unreadable_config_file_is_an_error_at_line_1(tmp_path: Path) -> None:

@@ -175,7 +175,10 @@ def test_register_duplicate_name_is_name_clash() -> None:
 
 def test_builtin_registry_holds_the_built_in_devices() -> None:
     registry = builtin_registry()
-    assert registry.names() == ["debugcon", "edu", "hpet", "ioapic", "isa-debug-exit", "serial", "testdev", "vga"]
+    assert registry.names() == [
+        "debugcon", "edu", "fw_cfg", "hpet", "i8042", "i8254", "i8259", "ioapic", "isa-debug-exit", "mc146818",
+        "piix", "post", "serial", "testdev", "vga",
+    ]
     assert registry.get("serial") == (SERIAL, "devices.serial")
     assert registry.get("nosuch") is None
 
