@@ -131,6 +131,17 @@ class RunResult:
                     f"    {name[:18]:<18}{row['accesses']:>10} {row['units']:>10} {row['reads_checked']:>9}"
                     f" {row['reads_matched']:>9} {row['time_dependent_checked']:>7} {row['time_dependent_matched']:>8}"
                 )
+        checked_ports = [(key, row) for key, row in replay["per_port"].items()
+                         if row["reads_checked"] or row["time_dependent_checked"]]
+        if len(checked_ports) > 1:
+            lines.append("  replay by port      device               accesses  checked  matched  timed  matched")
+            for key, row in checked_ports[:40]:
+                lines.append(
+                    f"    {key:<16}{row['device'][:18]:<18}{row['accesses']:>10} {row['reads_checked']:>8}"
+                    f" {row['reads_matched']:>8} {row['time_dependent_checked']:>6} {row['time_dependent_matched']:>8}"
+                )
+            if len(checked_ports) > 40:
+                lines.append(f"    ... {len(checked_ports) - 40} more in --json (replay.per_port)")
         for mismatch in replay["mismatches"][:10]:
             lines.append(
                 f"    line {mismatch['line']}: {mismatch['access']} {mismatch['address']:#x}/{mismatch['size']} "
