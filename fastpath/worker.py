@@ -16,6 +16,7 @@ import sys
 import time
 
 from fastpath.dispatch import PortDispatcher, Ring0Callbacks
+from fastpath.journal import JournalingVCpu
 from fastpath.link import Ring3Gone, Ring3Link, Ring3Refused
 from fastpath.mmio import MmioDispatcher, Ring0MmioCallbacks
 from fastpath.replay import replay
@@ -147,12 +148,18 @@ def worker_main(boot: WorkerBoot) -> None:
 
 def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> int:
     dispatcher = environment.dispatcher
-    vcpu = VCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm)
+    vcpu: VCpu
+    if boot.journal_limit:
+        vcpu = JournalingVCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm, boot.journal_limit)
+    else:
+        vcpu = VCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm)
     try:
         link.call(OP_HELLO, os.getpid())
         with open(boot.ops_file, "rb") as ops_file:
             ops = pickle.load(ops_file)
         report = replay(vcpu, ops, boot.time_dependent)
+        if isinstance(vcpu, JournalingVCpu):
+            vcpu.save(boot.journal_file)
         wire_report = report.to_wire()
         wire_report["failures"] = vcpu.failures
         wire_report["units_ring0"] = vcpu.units_ring0

@@ -42,3 +42,5 @@ class WorkerBoot:
     devices: tuple[DeviceBoot, ...]
     ops_file: str
     time_dependent: tuple[TimeDependentRule, ...] = ()
+    journal_limit: int = 0  # journal the first N accesses (--explain, --timeline) ...
+    journal_file: str = ""  # ... into this file in ring-3's private directory

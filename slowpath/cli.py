@@ -24,6 +24,7 @@ import click
 from shared.status import VBoxError
 from shared.trace import TraceError
 from slowpath.config import ConfigFileError, VmConfig, load_config, parse_config
+from slowpath.explain import explain_lines, write_timeline
 from slowpath.vm import VM, WorkerDied
 from slowpath.workloads import load_workload
 
@@ -71,14 +72,34 @@ def main() -> None:
 @click.option("--vcpus", type=click.IntRange(1, 64), help="Number of vCPUs (default: the config's NumCPUs).")
 @click.option("--transport", type=click.Choice(["ipc", "tcp"]), default="ipc", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
-def run(config_path: Path | None, workload: str | None, vcpus: int | None, transport: str, as_json: bool) -> None:
+@click.option("--explain", is_flag=True, help="Print each access's path through ring-0 and ring-3.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Accesses per vCPU to explain / put on the timeline (default 100 / 10000).")
+@click.option("--timeline", "timeline_path", type=click.Path(path_type=Path),
+              help="Write a Chrome/Perfetto trace-event file of the accesses (open it in ui.perfetto.dev).")
+def run(
+    config_path: Path | None,
+    workload: str | None,
+    vcpus: int | None,
+    transport: str,
+    as_json: bool,
+    explain: bool,
+    limit: int | None,
+    timeline_path: Path | None,
+) -> None:
     """Create the VM, run the workload on its vCPUs, power off and report."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    journal_limit = (limit or (100 if explain else 10_000)) if explain or timeline_path else 0
     try:
         config = load_vm_config(config_path)
         source, ops = load_workload(workload)
-        with VM(config, vcpus=vcpus, transport=transport) as vm:
+        with VM(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit) as vm:
             result = vm.run(vm.split_workload(ops, source))
+            if explain and not as_json:
+                click.echo("\n".join(explain_lines(vm)))
+                click.echo()
+            if timeline_path is not None:
+                write_timeline(vm, timeline_path)
     except (ConfigFileError, TraceError) as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except VBoxError as exc:

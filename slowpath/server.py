@@ -17,6 +17,7 @@ protocol is answered with an error reply and counted; the server keeps serving.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from shared.status import (
 from shared.vcpu import VM_POWERING_OFF, VmShared
 from shared.wire import (
     OP_COMMIT,
+    OP_DONE,
     OP_ERROR,
     OP_HELLO,
     OP_IOPORT_READ,
@@ -77,6 +79,7 @@ class Ring3Server:
         counters: memoryview,
         ring3_rows: list[int],
         reset_devices: Callable[[], None],
+        journal_limit: int = 0,
     ) -> None:
         self.socket = socket
         self.vm = vm
@@ -90,6 +93,9 @@ class Ring3Server:
         self.rejections: list[str] = []
         self.power_off_status: int | None = None
         self.resets = 0
+        # (vcpu, seq, op, args, received, done, status, merges): what ring-3 did, for --explain.
+        self.journal_limit = journal_limit
+        self.journal: list[tuple[Any, ...]] = []
 
     # -- the loop body -------------------------------------------------------------------
     def serve_pending(self) -> int:
@@ -133,7 +139,16 @@ class Ring3Server:
         if record.identity != identity:
             self._reject(identity, request.seq, f"this peer is not vCPU {request.vcpu}")
             return
-        status, payload = self._perform(request, record)
+        if self.journal_limit and len(self.journal) < self.journal_limit and request.op != OP_DONE:
+            received = time.monotonic_ns()
+            merges = len(record.merges)
+            status, payload = self._perform(request, record)
+            self.journal.append(
+                (request.vcpu, request.seq, request.op, request.args if request.op != OP_IOPORT_WRITE_STRING else
+                 request.args[:2], received, time.monotonic_ns(), status, record.merges[merges:])
+            )
+        else:
+            status, payload = self._perform(request, record)
         self._act_on(status)
         self._reply(identity, request.seq, status, payload)
 

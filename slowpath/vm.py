@@ -80,6 +80,7 @@ class VM:
         vcpus: int | None = None,
         transport: str = "ipc",
         registry: DeviceRegistry | None = None,
+        journal_limit: int = 0,
     ) -> None:
         self.config = config
         self.vcpu_count = vcpus if vcpus is not None else config.vcpus
@@ -88,6 +89,8 @@ class VM:
         if transport not in ("ipc", "tcp"):
             raise ValueError(f"transport {transport!r} is not ipc or tcp")
         self.transport = transport
+        self.journal_limit = journal_limit  # journal each vCPU's first N accesses (explain, timeline)
+        self.journals: list[list[tuple[Any, ...]]] = []
         self.registry = registry or builtin_registry()
         self.instances: list[DeviceInstance] = []
         self.segments: list[Segment] = []
@@ -187,6 +190,8 @@ class VM:
             ),
             ops_file=ops_file,
             time_dependent=tuple(self.config.time_dependent),
+            journal_limit=self.journal_limit,
+            journal_file=ops_file.removesuffix(".ops") + ".journal" if ops_file else "",
         )
 
     def power_on(self, shares: list[list[TraceOp]]) -> None:
@@ -201,7 +206,8 @@ class VM:
         self.counters[:] = memoryview(bytes(len(self.counters) * 8)).cast("Q")
         assert self._socket is not None and self._private_dir is not None
         self.server = Ring3Server(
-            self._socket, self.vm, self.port_io, self.mmio_io, self.counters, self.ring3_rows, self.reset
+            self._socket, self.vm, self.port_io, self.mmio_io, self.counters, self.ring3_rows, self.reset,
+            self.journal_limit * len(shares),
         )
         self.workers = []
         self._powered_off = False
@@ -239,7 +245,19 @@ class VM:
                 if deadline is not None and now > deadline:
                     raise TimeoutError(f"the run did not finish within {timeout_s} s")
         self.power_off()
+        self.journals = [self._load_journal(worker.vcpu) for worker in self.workers]
         return build_result(self, time.perf_counter() - started)
+
+    def _load_journal(self, vcpu: int) -> list[tuple[Any, ...]]:
+        """What the worker of *vcpu* journalled (empty when journalling is off)."""
+        if not self.journal_limit or self._private_dir is None:
+            return []
+        try:
+            with open(os.path.join(self._private_dir, f"vcpu{vcpu}.journal"), "rb") as file:
+                entries: list[tuple[Any, ...]] = pickle.load(file)
+        except FileNotFoundError:
+            return []
+        return entries
 
     def _check_workers(self) -> None:
         """Raise WorkerDied for a worker that exited before reporting done.
