@@ -25,6 +25,7 @@ from shared.status import VBoxError
 from shared.trace import TraceError
 from slowpath.config import ConfigFileError, VmConfig, load_config, parse_config
 from slowpath.explain import explain_lines, write_timeline
+from slowpath.view import interactive, print_info, print_summary, progress_bar
 from slowpath.vm import VM, WorkerDied
 from slowpath.workloads import load_workload
 
@@ -94,7 +95,9 @@ def run(
         config = load_vm_config(config_path)
         source, ops = load_workload(workload)
         with VM(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit) as vm:
-            result = vm.run(vm.split_workload(ops, source))
+            shares = vm.split_workload(ops, source)
+            with progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
+                result = vm.run(shares, progress=progress)
             if explain and not as_json:
                 click.echo("\n".join(explain_lines(vm)))
                 click.echo()
@@ -112,6 +115,8 @@ def run(
         _fail("terminated; the VM was powered off", EXIT_TERMINATED)
     if as_json:
         click.echo(json.dumps(result.to_json(), default=_json_default, indent=2))
+    elif interactive():
+        print_summary(result)
     else:
         click.echo(result.render())
     if result.exit_status is not None:
@@ -127,7 +132,10 @@ def _info(config_path: Path | None, dump: Callable[[VM], str]) -> None:
     try:
         config = load_vm_config(config_path)
         with VM(config) as vm:
-            click.echo(dump(vm))
+            if interactive():
+                print_info(dump(vm))
+            else:
+                click.echo(dump(vm))
     except ConfigFileError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except VBoxError as exc:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,15 @@ from shared.boot import DeviceBoot, WorkerBoot
 from shared.iomtable import IomTable
 from shared.locks import DeviceLock
 from shared.segments import Segment, sweep_stale
-from shared.stats import StatsLayout
+from shared.stats import (
+    G_IOPORT_IN,
+    G_IOPORT_INS,
+    G_IOPORT_OUT,
+    G_IOPORT_OUTS,
+    G_MMIO_READS,
+    G_MMIO_WRITES,
+    StatsLayout,
+)
 from shared.trace import TraceError, TraceOp
 from shared.vcpu import MAX_VCPUS, VM_POWERING_OFF, VM_RUNNING, VmShared
 from shared.wire import MAX_MESSAGE_BYTES
@@ -226,9 +235,20 @@ class VM:
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
-    def run(self, shares: list[list[TraceOp]], *, timeout_s: float | None = None) -> RunResult:
-        """Power on, serve every worker until each reports done, power off; the run's result."""
+    def run(
+        self,
+        shares: list[list[TraceOp]],
+        *,
+        timeout_s: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RunResult:
+        """Power on, serve every worker until each reports done, power off; the run's result.
+
+        *progress*, if given, is called about ten times a second with (accesses done,
+        accesses in the workload), read off the workers' statistics rows.
+        """
         started = time.perf_counter()
+        total = sum(len(share) for share in shares)
         self.power_on(shares)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         assert self._socket is not None
@@ -244,9 +264,17 @@ class VM:
                 self._check_workers()
                 if deadline is not None and now > deadline:
                     raise TimeoutError(f"the run did not finish within {timeout_s} s")
+                if progress is not None:
+                    progress(self.accesses_done(), total)
         self.power_off()
         self.journals = [self._load_journal(worker.vcpu) for worker in self.workers]
         return build_result(self, time.perf_counter() - started)
+
+    def accesses_done(self) -> int:
+        """Guest accesses the workers have issued so far in this run (their statistics rows)."""
+        counted = (G_IOPORT_IN, G_IOPORT_OUT, G_IOPORT_INS, G_IOPORT_OUTS, G_MMIO_READS, G_MMIO_WRITES)
+        rows = [self.stats.row_base(vcpu, ring3=False) for vcpu in range(self.vcpu_count)]
+        return sum(self.counters[row + index] for row in rows for index in counted)
 
     def _load_journal(self, vcpu: int) -> list[tuple[Any, ...]]:
         """What the worker of *vcpu* journalled (empty when journalling is off)."""
