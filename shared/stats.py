@@ -19,14 +19,12 @@ G_IOPORT_OUT = 1  # /IOM/IoPortOUT
 G_IOPORT_INS = 2  # /IOM/IoPortINS
 G_IOPORT_OUTS = 3  # /IOM/IoPortOUTS
 G_IOPORT_COMMITS = 4  # /IOM/IoPortCommits
-G_ACCESSES = 5  # guest accesses issued (a string instruction counts once)
 G_RING0_HANDLED = 6  # finished in ring-0 without a message to ring-3
 G_DEFER_NO_R0_HANDLER = 7  # deferred: the region has no ring-0 callback for this direction
 G_DEFER_DEVICE_ASKED = 8  # deferred: the ring-0 callback returned VINF_IOM_R3_*
 G_DEFER_DEVICE_LOCK_BUSY = 9  # deferred: ring-0 could not take the device lock
 G_DEFER_IOM_LOCK_BUSY = 10  # deferred: ring-3 was changing the registration table
 G_UNASSIGNED = 11  # accesses to ports no region covers
-G_MESSAGES = 12  # messages a worker sent to ring-3
 G_RING3_ACCESSES = 13  # accesses ring-3 performed (rows of ring-3)
 G_FAILED = 14  # accesses that ended with a failure status
 G_MMIO_READS = 15  # MMIO reads issued
@@ -45,14 +43,12 @@ GLOBAL_NAMES = {
     G_IOPORT_INS: "/IOM/IoPortINS",
     G_IOPORT_OUTS: "/IOM/IoPortOUTS",
     G_IOPORT_COMMITS: "/IOM/IoPortCommits",
-    G_ACCESSES: "/ringsim/Accesses",
     G_RING0_HANDLED: "/ringsim/Ring0Handled",
     G_DEFER_NO_R0_HANDLER: "/ringsim/Deferred/NoRing0Handler",
     G_DEFER_DEVICE_ASKED: "/ringsim/Deferred/DeviceAsked",
     G_DEFER_DEVICE_LOCK_BUSY: "/ringsim/Deferred/DeviceLockBusy",
     G_DEFER_IOM_LOCK_BUSY: "/ringsim/Deferred/IomLockBusy",
     G_UNASSIGNED: "/ringsim/Unassigned",
-    G_MESSAGES: "/ringsim/MessagesToRing3",
     G_RING3_ACCESSES: "/ringsim/Ring3Accesses",
     G_FAILED: "/ringsim/Failed",
     G_MMIO_READS: "/IOM/MmioReads",

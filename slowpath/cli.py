@@ -1,6 +1,8 @@
 """The ``ringsim`` command.
 
     ringsim run [--config FILE.toml] [--workload TRACE|NAME] [--vcpus N] [--json]
+                [--explain [--limit N]] [--timeline FILE.json] [--stats] [--stats-out FILE]
+    ringsim stats FILE [--pattern P] [--flat] [--all] [--json]
     ringsim info ioport|mmio [--config FILE.toml]
 
 Exit statuses: 0 after a clean run; the guest's ``(value << 1) | 1`` when it ended the VM
@@ -23,6 +25,7 @@ import click
 
 from shared.status import VBoxError
 from shared.trace import TraceError
+from slowpath import statistics
 from slowpath.config import ConfigFileError, VmConfig, load_config, parse_config
 from slowpath.explain import explain_lines, write_timeline
 from slowpath.view import interactive, print_info, print_summary, progress_bar
@@ -78,6 +81,9 @@ def main() -> None:
               help="Accesses per vCPU to explain / put on the timeline (default 100 / 10000).")
 @click.option("--timeline", "timeline_path", type=click.Path(path_type=Path),
               help="Write a Chrome/Perfetto trace-event file of the accesses (open it in ui.perfetto.dev).")
+@click.option("--stats", "show_stats", is_flag=True, help="Print the statistics tree after the run.")
+@click.option("--stats-out", "stats_path", type=click.Path(path_type=Path),
+              help="Write the statistics to a file that `ringsim stats` prints.")
 def run(
     config_path: Path | None,
     workload: str | None,
@@ -87,6 +93,8 @@ def run(
     explain: bool,
     limit: int | None,
     timeline_path: Path | None,
+    show_stats: bool,
+    stats_path: Path | None,
 ) -> None:
     """Create the VM, run the workload on its vCPUs, power off and report."""
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -103,6 +111,9 @@ def run(
                 click.echo()
             if timeline_path is not None:
                 write_timeline(vm, timeline_path)
+            samples = statistics.snapshot(vm)
+        if stats_path is not None:
+            stats_path.write_text(json.dumps(statistics.to_json(samples)))
     except (ConfigFileError, TraceError) as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except VBoxError as exc:
@@ -119,8 +130,30 @@ def run(
         print_summary(result)
     else:
         click.echo(result.render())
+    if show_stats and not as_json:
+        click.echo(statistics.render_tree(statistics.select(samples)))
     if result.exit_status is not None:
         sys.exit(result.exit_status)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--pattern", help="Only names matching this: globs with * and ?, alternatives split by | "
+                                "(VBoxManage debugvm statistics --pattern).")
+@click.option("--flat", is_flag=True, help="One line per sample, as STAMR3Print does, instead of a tree.")
+@click.option("--all", "include_zero", is_flag=True, help="Also show the samples that are still zero.")
+@click.option("--json", "as_json", is_flag=True, help="Print the selected samples as JSON.")
+def stats(path: Path, pattern: str | None, flat: bool, include_zero: bool, as_json: bool) -> None:
+    """Print the statistics a run saved with `ringsim run --stats-out FILE`."""
+    try:
+        samples = statistics.from_json(json.loads(path.read_text()))
+    except (ValueError, OSError) as exc:
+        _fail(f"{path}: not a ringsim statistics file: {exc}", EXIT_BAD_INPUT)
+    chosen = statistics.select(samples, pattern, include_zero=include_zero)
+    if as_json:
+        click.echo(json.dumps(statistics.to_json(chosen), indent=2))
+    else:
+        click.echo(statistics.render_flat(chosen) if flat else statistics.render_tree(chosen))
 
 
 @main.group()

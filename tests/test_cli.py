@@ -180,3 +180,24 @@ def test_interrupt_powers_off_and_leaves_nothing(tmp_path: Path, signum: int, st
     assert "powered off" in stderr
     assert segments_of(process.pid) == []
     assert not running(worker)
+
+
+def test_stats_out_then_ringsim_stats_prints_the_tree_with_a_pattern(tmp_path: Path) -> None:
+    path = tmp_path / "stats.json"
+    assert ringsim("run", "--stats-out", str(path)).returncode == 0
+    done = ringsim("stats", str(path), "--pattern", "/IOM/IoPortCommits|/PDM/CritSects/testdev*", "--flat")
+    assert done.returncode == 0, done.stderr
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert "/IOM/IoPortCommits" in names
+    assert any(name.startswith("/PDM/CritSects/testdev#0/") for name in names)
+    assert all(name == "/IOM/IoPortCommits" or name.startswith("/PDM/CritSects/testdev#0/") for name in names)
+    as_json = json.loads(ringsim("stats", str(path), "--json").stdout)
+    assert as_json["samples"]["/IOM/IoPortCommits"]["value"] > 0
+
+
+def test_stats_of_a_file_that_is_not_statistics_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.json"
+    path.write_text('{"hello": 1}')
+    done = ringsim("stats", str(path))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"ringsim: {path}: not a ringsim statistics file")
