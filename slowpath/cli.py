@@ -16,7 +16,6 @@ import json
 import signal
 import sys
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -25,8 +24,8 @@ import click
 
 from shared.status import VBoxError
 from shared.trace import TraceError
-from slowpath import statistics
-from slowpath.config import ConfigFileError, VmConfig, load_config, parse_config
+from slowpath import api, statistics
+from slowpath.config import ConfigFileError, VmConfig
 from slowpath.explain import explain_lines, write_timeline
 from slowpath.view import interactive, print_info, print_summary, progress_bar
 from slowpath.vm import VM, WorkerDied
@@ -52,11 +51,7 @@ def _fail(message: str, status: int) -> NoReturn:
 
 
 def load_vm_config(path: Path | None) -> VmConfig:
-    if path is None:
-        configs = resources.files("slowpath").joinpath("configs")
-        text = configs.joinpath("default.toml").read_text(encoding="utf-8")
-        return parse_config(text, "builtin:default.toml", Path(str(configs)))
-    return load_config(path)
+    return api.load_config(path)
 
 
 def _json_default(value: Any) -> Any:
@@ -100,18 +95,17 @@ def run(
     signal.signal(signal.SIGTERM, _on_sigterm)
     journal_limit = (limit or (100 if explain else 10_000)) if explain or timeline_path else 0
     try:
-        config = load_vm_config(config_path)
+        config = api.load_config(config_path)
         source, ops = load_workload(workload)
-        with VM(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit) as vm:
-            shares = vm.split_workload(ops, source)
+        with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit) as vm:
             with progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
-                result = vm.run(shares, progress=progress)
+                result = api.run_workload(vm, ops, source=source, progress=progress)
             if explain and not as_json:
                 click.echo("\n".join(explain_lines(vm)))
                 click.echo()
             if timeline_path is not None:
                 write_timeline(vm, timeline_path)
-            samples = statistics.snapshot(vm)
+            samples = api.statistics(vm)
         if stats_path is not None:
             stats_path.write_text(json.dumps(statistics.to_json(samples)))
     except (ConfigFileError, TraceError) as exc:
@@ -163,8 +157,7 @@ def info() -> None:
 
 def _info(config_path: Path | None, dump: Callable[[VM], str]) -> None:
     try:
-        config = load_vm_config(config_path)
-        with VM(config) as vm:
+        with api.open_vm(api.load_config(config_path)) as vm:
             if interactive():
                 print_info(dump(vm))
             else:
