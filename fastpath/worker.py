@@ -133,8 +133,11 @@ class Ring0Environment:
 
 def worker_main(boot: WorkerBoot) -> None:
     """Process entry point (multiprocessing, spawn)."""
-    # Ctrl-C reaches the whole process group; ring-3 decides how the VM stops.
+    # Ctrl-C reaches the whole process group; ring-3 decides how the VM stops.  Ring-3
+    # spawned us with SIGINT/SIGTERM blocked (so a Ctrl-C could not interrupt the spawn):
+    # unblock them, or ring-3's terminate() would never reach us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     environment = Ring0Environment(boot)
     link = Ring3Link(boot.endpoint, boot.vcpu, boot.ring3_pid)
     try:
@@ -166,7 +169,11 @@ def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> in
         wire_report["units_ring3"] = vcpu.units_ring3
         wire_report["callback_errors"] = [str(error) for error in dispatcher.callback_errors]
         wire_report["messages"] = link.messages + 1
-        link.call(OP_DONE, report.status, wire_report)
+        # The full report can be larger than a message may be: it goes through a file in
+        # ring-3's private directory, and "done" carries only the count.
+        with open(boot.report_file, "wb") as report_file:
+            pickle.dump(wire_report, report_file, protocol=pickle.HIGHEST_PROTOCOL)
+        link.call(OP_DONE, report.status, {"executed": report.executed})
     except Ring3Gone as exc:
         print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)
         return EXIT_RING3_GONE

@@ -42,5 +42,6 @@ class WorkerBoot:
     devices: tuple[DeviceBoot, ...]
     ops_file: str
     time_dependent: tuple[TimeDependentRule, ...] = ()
+    report_file: str = ""  # where the worker leaves its full replay report (it can exceed a message)
     journal_limit: int = 0  # journal the first N accesses (--explain, --timeline) ...
     journal_file: str = ""  # ... into this file in ring-3's private directory

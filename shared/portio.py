@@ -33,7 +33,7 @@ def read_units(
     left = count
     if in_string is not None:
         rc, data = in_string(where, count, size)
-        data = data[: count * size]  # a device that produces more than asked gets no say
+        data = data[: len(data) // size * size][: count * size]  # whole units, no more than asked
         left = count - len(data) // size
     if left and rc == VINF_SUCCESS:
         parts = [data]

@@ -83,6 +83,12 @@ def _text(value: Any) -> bool:
 _STATUS = _int_in(-(1 << 31), (1 << 31) - 1)
 _PORT = _int_in(0, 0xFFFF)
 _SIZE = _int_in(0, 8)  # invalid sizes reach IOM, which answers VERR_IOM_INVALID_IOPORT_SIZE
+
+
+def _unit_size(value: Any) -> bool:
+    """1, 2 or 4 (a string access moves whole units)"""
+    return type(value) is int and value in (1, 2, 4)
+
 _VALUE = _int_in(0, (1 << 64) - 1)
 
 # op -> (field names, checks) for the arguments after [version, op, seq, vcpu].
@@ -90,8 +96,8 @@ REQUEST_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
     OP_HELLO: (("pid", _int_in(1, (1 << 31) - 1)),),
     OP_IOPORT_READ: (("port", _PORT), ("size", _SIZE), ("ring0_status", _STATUS)),
     OP_COMMIT: (("ring0_status", _STATUS),),
-    OP_IOPORT_READ_STRING: (("port", _PORT), ("size", _SIZE), ("count", _int_in(1, MAX_STRING_UNITS))),
-    OP_IOPORT_WRITE_STRING: (("port", _PORT), ("size", _SIZE), ("data", _bytes_up_to(MAX_STRING_BYTES))),
+    OP_IOPORT_READ_STRING: (("port", _PORT), ("size", _unit_size), ("count", _int_in(1, MAX_STRING_UNITS))),
+    OP_IOPORT_WRITE_STRING: (("port", _PORT), ("size", _unit_size), ("data", _bytes_up_to(MAX_STRING_BYTES))),
     OP_DONE: (("status", _STATUS), ("report", _small_map)),
     OP_MMIO_READ: (("address", _VALUE), ("size", _SIZE), ("ring0_status", _STATUS)),
 }

@@ -27,8 +27,9 @@ from shared.trace import TraceError
 from slowpath import api, statistics
 from slowpath.config import ConfigFileError, VmConfig
 from slowpath.explain import explain_lines, write_timeline
+from slowpath.server import WorkerDied
 from slowpath.view import interactive, print_info, print_summary, progress_bar
-from slowpath.vm import VM, WorkerDied
+from slowpath.vm import VM
 from slowpath.workloads import load_workload
 
 EXIT_FAILED = 1

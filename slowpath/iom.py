@@ -52,6 +52,7 @@ from shared.iomtable import (
     IomTable,
     MmioLookup,
     PortLookup,
+    RangeLookup,
 )
 from shared.locks import DeviceLock
 from shared.mmio import MMIO_SIZES, RING3_STATUSES, all_ones, do_read, do_write, split_parts
@@ -100,6 +101,7 @@ from shared.status import (
     VERR_IOM_TOO_MANY_IOPORT_REGISTRATIONS,
     VERR_IOM_TOO_MANY_MMIO_REGISTRATIONS,
     VERR_OUT_OF_RANGE,
+    VERR_SEM_BUSY,
     VERR_UNSUPPORTED_ALIGNMENT,
     VERR_WRONG_ORDER,
     VINF_SUCCESS,
@@ -109,6 +111,18 @@ from shared.status import (
 )
 
 PORT_STATS_MAX = 65536  # VirtualBox's _64K cap on per-port statistics entries
+
+
+WRITER_WAIT_S = 5.0
+
+
+def _refresh(lookup: RangeLookup) -> None:
+    """Ring-3's lookups wait for a ring-3 writer (another thread) to finish, but not forever."""
+    deadline = time.monotonic() + WRITER_WAIT_S
+    while not lookup.refresh():
+        if time.monotonic() > deadline:
+            raise VBoxError(VERR_SEM_BUSY, "the IOM lock stayed taken for more than 5 s")
+        time.sleep(0)
 
 
 def _description(device: str, description: str) -> bytes:
@@ -188,11 +202,12 @@ class IomManager:
     def exclusive(self) -> Iterator[None]:
         """IOM_LOCK_EXCL: readers that look while this is held see VERR_SEM_BUSY."""
         with self._writer:
-            self.table.generation += 1
+            start = self.table.generation
             try:
+                self.table.generation = start + 1
                 yield
             finally:
-                self.table.generation += 1
+                self.table.generation = start + 2  # even again, whatever interrupted the change
 
     # -- IOMR3IoPortCreate -------------------------------------------------------------
     @_one_writer
@@ -505,9 +520,8 @@ class Ring3PortIO:
 
     def _resolve(self, port: int, hint_slot: int) -> tuple[Ring3Region, int, int] | None:
         """(region, offset or absolute port, stats base), or None when no region holds the port."""
+        _refresh(self.lookup)
         lookup = self.lookup
-        while not lookup.refresh():  # only another ring-3 thread can be writing: wait it out
-            time.sleep(0)
         i = lookup.find(port, self.hints[hint_slot])
         if i < 0:
             return None
@@ -638,8 +652,7 @@ class Ring3MmioIO:
     def _parts(self, address: int, size: int) -> list[tuple[int, int, int, int]]:
         """(handle or -1, region start, part start, part length) for each part of an access."""
         lookup = self.lookup
-        while not lookup.refresh():  # only another ring-3 thread can be writing: wait it out
-            time.sleep(0)
+        _refresh(lookup)
         i = lookup.find(address, self.hint)
         if i >= 0:
             self.hint = i

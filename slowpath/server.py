@@ -27,7 +27,6 @@ import zmq
 from shared.stats import G_IOPORT_COMMITS, G_MMIO_COMMITS
 from shared.status import (
     VERR_INTERNAL_ERROR,
-    VERR_IOM_IOPORT_IPE_1,
     VINF_EM_OFF,
     VINF_EM_RESET,
     VINF_EM_TERMINATE,
@@ -52,6 +51,11 @@ from shared.wire import (
     encode_reply,
 )
 from slowpath.iom import Ring3MmioIO, Ring3PortIO
+
+
+class WorkerDied(Exception):
+    """A vCPU worker ended before it reported its workload done."""
+
 
 _NOBLOCK = int(zmq.NOBLOCK)  # a plain int: pyzmq's flag enum costs microseconds per call
 
@@ -96,6 +100,7 @@ class Ring3Server:
         # (vcpu, seq, op, args, received, done, status, merges): what ring-3 did, for --explain.
         self.journal_limit = journal_limit
         self.journal: list[tuple[Any, ...]] = []
+        self.expected_pids: dict[int, int] = {}  # vCPU -> the pid ring-3 spawned for it
 
     # -- the loop body -------------------------------------------------------------------
     def serve_pending(self) -> int:
@@ -132,6 +137,10 @@ class Ring3Server:
             if record.identity is not None and record.identity != identity:
                 self._reject(identity, request.seq, f"vCPU {request.vcpu} is already connected")
                 return
+            expected = self.expected_pids.get(request.vcpu)
+            if expected is not None and request.args[0] != expected:
+                self._reject(identity, request.seq, f"pid {request.args[0]} is not the worker of vCPU {request.vcpu}")
+                return
             record.identity = identity
             record.pid = request.args[0]
             self._reply(identity, request.seq, 0, 0)
@@ -139,17 +148,22 @@ class Ring3Server:
         if record.identity != identity:
             self._reject(identity, request.seq, f"this peer is not vCPU {request.vcpu}")
             return
+        received = time.monotonic_ns()
+        merges = len(record.merges)
+        try:
+            status, payload = self._perform(request, record)
+            self._act_on(status)
+        except WorkerDied:
+            raise  # a device lock's holder died: the run ends, as it must
+        except Exception as exc:  # a request that passed validation but still broke something
+            self._reject(identity, request.seq, f"{type(exc).__name__} serving {request.op}: {exc}")
+            return
         if self.journal_limit and len(self.journal) < self.journal_limit and request.op != OP_DONE:
-            received = time.monotonic_ns()
-            merges = len(record.merges)
-            status, payload = self._perform(request, record)
+            args = request.args if request.op != OP_IOPORT_WRITE_STRING else request.args[:2]
             self.journal.append(
-                (request.vcpu, request.seq, request.op, request.args if request.op != OP_IOPORT_WRITE_STRING else
-                 request.args[:2], received, time.monotonic_ns(), status, record.merges[merges:])
+                (request.vcpu, request.seq, request.op, args, received, time.monotonic_ns(), status,
+                 record.merges[merges:])
             )
-        else:
-            status, payload = self._perform(request, record)
-        self._act_on(status)
         self._reply(identity, request.seq, status, payload)
 
     def _reply(self, identity: bytes, seq: int, status: int, payload: Any) -> None:
@@ -176,9 +190,10 @@ class Ring3Server:
             if len(data) % size:
                 return VERR_INTERNAL_ERROR, 0
             return io.write_string(port, size, data)
-        # OP_DONE: the workload ended with this status.
+        # OP_DONE: the workload ended with this status (its report waits in a file).
         record.done = True
-        record.status, record.report = request.args
+        record.status = request.args[0]
+        self._act_on(record.status)  # a VINF_EM_OFF ring-0 produced stops the other vCPUs too
         return 0, 0
 
     def process_force_flag(self, vcpu: int, status: int) -> int:
@@ -188,7 +203,7 @@ class Ring3Server:
         mmio_write = shared.pending_mmio_write
         shared.force_flag_iom = 0
         if not port_write.size and not mmio_write.size:
-            return VERR_IOM_IOPORT_IPE_1
+            return status  # nothing pending: IOMR3ProcessForceFlag leaves the status as it was
         row = self.ring3_rows[vcpu]
         if port_write.size:
             self.counters[row + G_IOPORT_COMMITS] += 1

@@ -53,16 +53,12 @@ from slowpath.pdm import (
     state_bytes,
 )
 from slowpath.report import RunResult, build_result
-from slowpath.server import Ring3Server
+from slowpath.server import Ring3Server, WorkerDied
 
 POLL_MS = 50
 WORKER_CHECK_S = 0.1
 STOP_GRACE_S = 3.0
 HOOK_LOCK_WAIT_S = 1.0
-
-
-class WorkerDied(Exception):
-    """A vCPU worker ended before it reported its workload done."""
 
 
 @dataclass
@@ -108,6 +104,8 @@ class VM:
         self._context: zmq.Context[Any] | None = None
         self._socket: zmq.Socket[Any] | None = None
         self._powered_off = True  # until power_on
+        self._broken = ""  # why this VM may not run again (a worker died mid-run)
+        self._deadline: float | None = None
         self.services = VmServices(time.monotonic_ns())
 
     # -- creation ------------------------------------------------------------------------
@@ -198,6 +196,7 @@ class VM:
                 if i.r0_enabled
             ),
             ops_file=ops_file,
+            report_file=ops_file.removesuffix(".ops") + ".report" if ops_file else "",
             time_dependent=tuple(self.config.time_dependent),
             journal_limit=self.journal_limit,
             journal_file=ops_file.removesuffix(".ops") + ".journal" if ops_file else "",
@@ -211,8 +210,15 @@ class VM:
         """
         if not self._powered_off:
             raise RuntimeError("the VM is already powered on")
+        if self._broken:
+            raise RuntimeError(f"the VM cannot run again: {self._broken} (device locks may be held); create a new VM")
         context = multiprocessing.get_context("spawn")
+        # Each run starts clean: statistics, pending writes, what the last run reported.
         self.counters[:] = memoryview(bytes(len(self.counters) * 8)).cast("Q")
+        ctypes.memset(ctypes.addressof(self.vm.vcpus), 0, ctypes.sizeof(self.vm.vcpus))
+        for errors in [io.callback_errors for io in self.port_io] + [io.callback_errors for io in self.mmio_io]:
+            errors.clear()
+        self.services.exit_status = None
         assert self._socket is not None and self._private_dir is not None
         self.server = Ring3Server(
             self._socket, self.vm, self.port_io, self.mmio_io, self.counters, self.ring3_rows, self.reset,
@@ -232,6 +238,8 @@ class VM:
             try:
                 process.start()
                 self.workers.append(_Worker(vcpu, process))
+                assert process.pid is not None
+                self.server.expected_pids[vcpu] = process.pid
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -250,7 +258,7 @@ class VM:
         started = time.perf_counter()
         total = sum(len(share) for share in shares)
         self.power_on(shares)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
         assert self._socket is not None
         poller = zmq.Poller()  # one poller for the run: socket.poll() builds one per call
         poller.register(self._socket, zmq.POLLIN)
@@ -262,12 +270,14 @@ class VM:
             if now >= next_check:  # a waitpid per worker, so not after every message
                 next_check = now + WORKER_CHECK_S
                 self._check_workers()
-                if deadline is not None and now > deadline:
-                    raise TimeoutError(f"the run did not finish within {timeout_s} s")
                 if progress is not None:
                     progress(self.accesses_done(), total)
+        self._deadline = None
         self.power_off()
-        self.journals = [self._load_journal(worker.vcpu) for worker in self.workers]
+        for worker in self.workers:
+            self.server.vcpus[worker.vcpu].report = self._load(worker.vcpu, "report", {})
+        self.journals = [self._load(worker.vcpu, "journal", []) if self.journal_limit else []
+                         for worker in self.workers]
         return build_result(self, time.perf_counter() - started)
 
     def accesses_done(self) -> int:
@@ -276,16 +286,14 @@ class VM:
         rows = [self.stats.row_base(vcpu, ring3=False) for vcpu in range(self.vcpu_count)]
         return sum(self.counters[row + index] for row in rows for index in counted)
 
-    def _load_journal(self, vcpu: int) -> list[tuple[Any, ...]]:
-        """What the worker of *vcpu* journalled (empty when journalling is off)."""
-        if not self.journal_limit or self._private_dir is None:
-            return []
+    def _load(self, vcpu: int, what: str, missing: Any) -> Any:
+        """What the worker of *vcpu* left in ring-3's private directory (its report, its journal)."""
+        assert self._private_dir is not None
         try:
-            with open(os.path.join(self._private_dir, f"vcpu{vcpu}.journal"), "rb") as file:
-                entries: list[tuple[Any, ...]] = pickle.load(file)
+            with open(os.path.join(self._private_dir, f"vcpu{vcpu}.{what}"), "rb") as file:
+                return pickle.load(file)
         except FileNotFoundError:
-            return []
-        return entries
+            return missing
 
     def _check_workers(self) -> None:
         """Raise WorkerDied for a worker that exited before reporting done.
@@ -296,10 +304,16 @@ class VM:
         for worker in self.workers:
             code = worker.process.exitcode
             if code is not None and not self.server.vcpus[worker.vcpu].done:
+                self._broken = f"vCPU {worker.vcpu}'s worker died"
                 raise WorkerDied(
                     f"vCPU {worker.vcpu} worker (pid {worker.process.pid}) ended before finishing its "
                     f"workload: {_describe_exit(code)}"
                 )
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            # Also reached from a ring-3 wait for a device lock (on_stall), which never
+            # returns to the run loop while the lock stays taken.
+            self._broken = "the run timed out"
+            raise TimeoutError("the run did not finish in time")
 
     def reset(self) -> None:
         """VM reset (VINF_EM_RESET): every device's reset hook, under its lock."""
@@ -336,16 +350,18 @@ class VM:
         if self.segments:
             self.vm.state = VM_POWERING_OFF
         deadline = time.monotonic() + STOP_GRACE_S
-        while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
-            if self._socket is not None and self._socket.poll(20):
-                self.server.serve_pending()
-        for worker in self.workers:
-            if worker.process.is_alive():
-                worker.process.terminate()
-                worker.process.join(1.0)
-            if worker.process.is_alive():
-                worker.process.kill()
-            worker.process.join()
+        try:
+            while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
+                if self._socket is not None and self._socket.poll(20):
+                    self.server.serve_pending()
+        finally:  # whatever interrupted the grace period, every worker is reaped
+            for worker in self.workers:
+                if worker.process.is_alive():
+                    worker.process.terminate()
+                    worker.process.join(1.0)
+                if worker.process.is_alive():
+                    worker.process.kill()
+                worker.process.join()
 
     def remap_mmio(self, handle: int, address: int) -> None:
         """Move an MMIO region at runtime, as a PCI BAR write does (the IOM lock taken exclusively).
@@ -375,6 +391,14 @@ class VM:
 
     # -- destruction ---------------------------------------------------------------------
     def _destroy(self) -> None:
+        # A second Ctrl-C or a SIGTERM must not cut cleanup short: hold them until it is done.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self._release()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _release(self) -> None:
         try:
             self.power_off()
         finally:

@@ -17,7 +17,8 @@ from conftest import vm_config, workload
 
 from shared.stats import G_DEFER_IOM_LOCK_BUSY, L_CONTENTION_R3
 from shared.status import VINF_EM_OFF, VINF_SUCCESS
-from slowpath.vm import VM, WorkerDied
+from slowpath.server import WorkerDied
+from slowpath.vm import VM
 
 NOP_VALUE = 0x64726962
 
