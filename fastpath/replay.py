@@ -17,9 +17,10 @@ from typing import Any
 from fastpath.vcpu import VCpu, VCpuStopped
 from shared.status import VINF_SUCCESS
 from shared.trace import IN, INS, KIND_NAMES, MMIO_READ, OUT, OUTS, TimeDependentRule, TraceOp
+from shared.vcpu import VM_RUNNING
 
 MAX_MISMATCHES = 20
-VM_STATE_CHECK_EVERY = 64  # accesses between looks at the VM-wide "stop" flag
+MMIO_KEY_BASE = 1 << 16  # replay keys: a port is itself, MMIO page p is MMIO_KEY_BASE + p
 
 # Per-key counters.
 ACCESSES, UNITS, CHECKED, MATCHED, TIMED_CHECKED, TIMED_MATCHED = range(6)
@@ -72,18 +73,19 @@ class TimeDependence:
 def replay(vcpu: VCpu, ops: list[TraceOp], rules: tuple[TimeDependentRule, ...] = ()) -> ReplayReport:
     """Run *ops* in order; stops early when the vCPU is stopped (power-off)."""
     report = ReplayReport()
-    counts_by_key = report.counts
+    by_key: dict[int, list[int]] = {}  # ports as themselves, MMIO pages above the port space
     timing = TimeDependence(rules)
+    vm = vcpu.vm
     started = time.perf_counter_ns()
     try:
-        for n, op in enumerate(ops):
-            if n % VM_STATE_CHECK_EVERY == 0:
+        for op in ops:
+            if vm.state != VM_RUNNING:  # every access: another vCPU or ring-3 may have powered off
                 vcpu.check_vm_state()
             kind = op.kind
-            key = f"{op.address:#06x}" if kind <= OUTS else f"mmio:{op.address & ~0xFFF:#010x}"
-            counts = counts_by_key.get(key)
+            key = op.address if kind <= OUTS else MMIO_KEY_BASE + (op.address >> 12)
+            counts = by_key.get(key)
             if counts is None:
-                counts = counts_by_key[key] = [0, 0, 0, 0, 0, 0]
+                counts = by_key[key] = [0, 0, 0, 0, 0, 0]
             counts[ACCESSES] += 1
             counts[UNITS] += op.value if kind == INS else len(op.data) // op.size if kind == OUTS else 1
             report.executed += 1
@@ -115,4 +117,8 @@ def replay(vcpu: VCpu, ops: list[TraceOp], rules: tuple[TimeDependentRule, ...] 
     except VCpuStopped as stop:
         report.status = stop.status
     report.wall_ns = time.perf_counter_ns() - started
+    report.counts = {
+        f"{key:#06x}" if key < MMIO_KEY_BASE else f"mmio:{(key - MMIO_KEY_BASE) << 12:#010x}": counts
+        for key, counts in by_key.items()
+    }
     return report

@@ -64,6 +64,7 @@ def _json_default(value: Any) -> Any:
 @click.group()
 def main() -> None:
     """ringsim: a two-tier (ring-0 / ring-3) simulated hypervisor I/O monitor."""
+    signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM unwinds like Ctrl-C: every VM cleans up
 
 
 @main.command()
@@ -93,7 +94,6 @@ def run(
     stats_path: Path | None,
 ) -> None:
     """Create the VM, run the workload on its vCPUs, power off and report."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
     journal_limit = (limit or (100 if explain else 10_000)) if explain or timeline_path else 0
     try:
         config = api.load_config(config_path)
@@ -167,6 +167,10 @@ def _info(config_path: Path | None, dump: Callable[[VM], str]) -> None:
         _fail(str(exc), EXIT_BAD_INPUT)
     except VBoxError as exc:
         _fail(f"VM creation failed: {exc}", EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        _fail("terminated", EXIT_TERMINATED)
 
 
 @info.command()
