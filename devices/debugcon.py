@@ -44,8 +44,8 @@ class DebugconRing3:
         self.state = state
         self.readback = config["Readback"]
         state.io_handle = hlp.ioport_create_and_map(
-            config["IOBase"], 1, description="DEBUGCON", out=self.io_out, in_=self.io_in
-        )
+            config["IOBase"], 1, description="DEBUGCON", out=self.io_out, in_=self.io_in, posted=True
+        )  # posted: printing never needs the guest to wait
         self.driver = hlp.driver_attach(0, "debug console")
 
     def io_out(self, offset: int, value: int, size: int) -> int:

@@ -161,7 +161,8 @@ class EduRing3(EduCore):
         if address % PAGE_SIZE:
             raise ConfigError(f"MMIOBase = {address:#x} is not page aligned")
         state.mmio_handle = hlp.mmio_create_and_map(
-            address, REGION_SIZE, description="EDU", read=self.mmio_read, write=self.mmio_write, flags=REGION_FLAGS
+            address, REGION_SIZE, description="EDU", read=self.mmio_read, write=self.mmio_write, flags=REGION_FLAGS,
+            posted=True,  # a later access to edu waits for posted writes first, so a read sees the factorial
         )
         state.bar0 = address
 

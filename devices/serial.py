@@ -386,8 +386,8 @@ class SerialRing3(UartCore):
     def __init__(self, hlp: Ring3DeviceHelpers, state: SerialState, config: Mapping[str, Any]) -> None:
         super().__init__(state, config)
         state.io_handle = hlp.ioport_create_and_map(
-            config["IOBase"], PORT_COUNT, description="SERIAL", out=self.io_out, in_=self.io_in
-        )
+            config["IOBase"], PORT_COUNT, description="SERIAL", out=self.io_out, in_=self.io_in, posted=True
+        )  # posted: a transmitted byte needs no answer; later accesses wait for it (ordering per device)
         # None is VirtualBox's "no unit": the port works and transmitted bytes are dropped.
         self.driver: CharDriver | None = hlp.driver_attach(0, "UART")
         self.reset()

@@ -16,6 +16,7 @@ or write at MMIO_NOP (+0) is answered in ring-0, at MMIO_NOP_R3 (+8) always in r
 reads return the NOP value.  The region passes accesses through as the guest made them.
 
 The state counts the accesses each tier served, so a test can tell where work ran.
+Its writes may be posted (posted mode): nothing it does needs the writer to wait.
 """
 
 from __future__ import annotations
@@ -119,10 +120,11 @@ class TestdevRing3(TestdevCore):
     def __init__(self, hlp: Ring3DeviceHelpers, state: TestdevState, config: Mapping[str, Any]) -> None:
         super().__init__(state)
         state.io_handle = hlp.ioport_create_and_map(
-            config["IOBase"], PORT_COUNT, description="TESTDEV", out=self.io_out, in_=self.io_in
+            config["IOBase"], PORT_COUNT, description="TESTDEV", out=self.io_out, in_=self.io_in, posted=True
         )
         state.mmio_handle = hlp.mmio_create_and_map(
-            config["MMIOBase"], MMIO_SIZE, description="TESTDEV MMIO", read=self.mmio_read, write=self.mmio_write
+            config["MMIOBase"], MMIO_SIZE, description="TESTDEV MMIO", read=self.mmio_read, write=self.mmio_write,
+            posted=True,
         )
 
     def mmio_write(self, offset: int, value: int, size: int) -> int:

@@ -153,8 +153,13 @@ class Ring3DeviceHelpers(Protocol):
         out_string: PortOutString | None = None,
         in_string: PortInString | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int:
-        """Create an I/O port region (IOMR3IoPortCreate); returns its handle."""
+        """Create an I/O port region (IOMR3IoPortCreate); returns its handle.
+
+        *posted* says the device lets writes ring-0 defers be posted in posted mode
+        (the vCPU goes on without waiting; ordering per device is kept).
+        """
         ...
 
     def ioport_map(self, handle: int, port: int) -> None: ...
@@ -172,6 +177,7 @@ class Ring3DeviceHelpers(Protocol):
         out_string: PortOutString | None = None,
         in_string: PortInString | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int: ...
 
     def mmio_create(
@@ -182,6 +188,7 @@ class Ring3DeviceHelpers(Protocol):
         read: MmioRead | None = None,
         write: MmioWrite | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int:
         """Create an MMIO region of *size* bytes (page multiple; IOMR3MmioCreate); returns its handle."""
         ...
@@ -201,6 +208,7 @@ class Ring3DeviceHelpers(Protocol):
         read: MmioRead | None = None,
         write: MmioWrite | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int: ...
 
     def driver_attach(self, lun: int, description: str) -> CharDriver | None:

@@ -50,6 +50,7 @@ class IoPortEntry(ctypes.Structure):
         ("mapped", ctypes.c_uint8),
         ("ring3_callbacks", ctypes.c_uint8),  # CB_* bits the ring-3 half registered
         ("ring0_callbacks", ctypes.c_uint8),  # CB_* bits the ring-0 half set up (fRing0)
+        ("postable", ctypes.c_uint8),  # the device lets deferred writes be posted (ringsim's posted mode)
         ("description", ctypes.c_char * IOPORT_DESCRIPTION_MAX),
     ]
 
@@ -76,6 +77,7 @@ class MmioEntry(ctypes.Structure):
         ("mapped", ctypes.c_uint8),
         ("ring3_callbacks", ctypes.c_uint8),  # CB_IN (read) / CB_OUT (write)
         ("ring0_callbacks", ctypes.c_uint8),
+        ("postable", ctypes.c_uint8),
         ("description", ctypes.c_char * IOPORT_DESCRIPTION_MAX),
     ]
 

@@ -223,8 +223,12 @@ class IomManager:
         out: PortOut | None = None,
         in_string: PortInString | None = None,
         out_string: PortOutString | None = None,
+        posted: bool = False,
     ) -> int:
-        """Create an unmapped region of *count* ports and return its handle."""
+        """Create an unmapped region of *count* ports and return its handle.
+
+        *posted*: in posted mode, writes ring-0 defers may be posted (the vCPU does not wait).
+        """
         table = self.table
         if table.frozen:
             raise VBoxError(VERR_WRONG_ORDER, f"{device}: I/O port regions can only be created before init-complete")
@@ -254,6 +258,7 @@ class IomManager:
             entry.mapped = 0
             entry.ring3_callbacks = callbacks
             entry.ring0_callbacks = 0
+            entry.postable = posted
             entry.description = encoded
             table.port_stats += count
             table.registrations = handle + 1
@@ -370,6 +375,7 @@ class IomManager:
         flags: int = 0,
         read: MmioRead | None = None,
         write: MmioWrite | None = None,
+        posted: bool = False,
     ) -> int:
         """Create an unmapped MMIO region of *size* bytes and return its handle."""
         table = self.table
@@ -401,6 +407,7 @@ class IomManager:
             entry.mapped = 0
             entry.ring3_callbacks = (CB_IN if read else 0) | (CB_OUT if write else 0)
             entry.ring0_callbacks = 0
+            entry.postable = posted
             entry.description = encoded
             table.mmio_registrations = handle + 1
         self.mmio_regions.append(MmioRegion(handle, owner, device, size, description, flags, read, write))

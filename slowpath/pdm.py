@@ -305,10 +305,11 @@ class Ring3Helpers:
         out_string: PortOutString | None = None,
         in_string: PortInString | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int:
         return self._iom.create(
             self._instance.index, self._instance.name, count, description, flags=flags,
-            in_=in_, out=out, in_string=in_string, out_string=out_string,
+            in_=in_, out=out, in_string=in_string, out_string=out_string, posted=posted,
         )
 
     def ioport_map(self, handle: int, port: int) -> None:
@@ -328,9 +329,11 @@ class Ring3Helpers:
         out_string: PortOutString | None = None,
         in_string: PortInString | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int:
         handle = self.ioport_create(
-            count, description=description, out=out, in_=in_, out_string=out_string, in_string=in_string, flags=flags
+            count, description=description, out=out, in_=in_, out_string=out_string, in_string=in_string, flags=flags,
+            posted=posted,
         )
         self.ioport_map(handle, port)
         return handle
@@ -343,9 +346,11 @@ class Ring3Helpers:
         read: MmioRead | None = None,
         write: MmioWrite | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int:
         return self._iom.mmio_create(
-            self._instance.index, self._instance.name, size, description, flags=flags, read=read, write=write
+            self._instance.index, self._instance.name, size, description, flags=flags, read=read, write=write,
+            posted=posted,
         )
 
     def mmio_map(self, handle: int, address: int) -> None:
@@ -363,8 +368,9 @@ class Ring3Helpers:
         read: MmioRead | None = None,
         write: MmioWrite | None = None,
         flags: int = 0,
+        posted: bool = False,
     ) -> int:
-        handle = self.mmio_create(size, description=description, read=read, write=write, flags=flags)
+        handle = self.mmio_create(size, description=description, read=read, write=write, flags=flags, posted=posted)
         self.mmio_map(handle, address)
         return handle
 

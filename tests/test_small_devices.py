@@ -136,7 +136,8 @@ def test_debugcon_ring3_maps_one_port_and_attaches_lun0() -> None:
     dev = make_debugcon(IOBase=0x402)
     (region,) = dev.hlp3.regions
     assert (region.port, region.count, region.description) == (0x402, 1, "DEBUGCON")
-    assert set(region.callbacks) == {"out", "in_"}
+    assert set(region.callbacks) == {"out", "in_", "posted"}
+    assert region.callbacks["posted"] is True  # printing never needs the guest to wait
     assert dev.state.io_handle == HANDLE
     assert dev.hlp3.attached == [(0, "debug console")]
 
