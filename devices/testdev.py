@@ -10,6 +10,8 @@ It does no real work, so that both tiers can be measured on the same work:
 * EM (+3) asks ring-3 for a VM scheduling status: write 0 powers off (VINF_EM_OFF),
   1 resets (VINF_EM_RESET), 2 halts (VINF_EM_HALT).  Guests use it to end cleanly.
 * SCRATCH (+4..+7) is a dword register a guest can write and read back, in ring-0.
+* RING3_ONLY (+8) is a region of its own without ring-0 callbacks: ring-0 defers every
+  access to it without touching the device, so in posted mode writes to it pipeline.
 
 It also has one MMIO page (MMIOBase) with the same idea for memory-mapped I/O: a read
 or write at MMIO_NOP (+0) is answered in ring-0, at MMIO_NOP_R3 (+8) always in ring-3;
@@ -53,6 +55,7 @@ PATTERN = 2  # reads an incrementing byte
 EM = 3  # write: ask for a VM scheduling status
 SCRATCH = 4  # 4 bytes, +4..+7
 PORT_COUNT = 8
+RING3_ONLY = 8  # +8: a second, one-port region with no ring-0 half at all (reads NOP, writes count)
 
 MMIO_NOP = 0x0  # MMIO page: answered wherever it lands
 MMIO_NOP_R3 = 0x8  # MMIO page: always answered in ring-3
@@ -122,6 +125,10 @@ class TestdevRing3(TestdevCore):
         state.io_handle = hlp.ioport_create_and_map(
             config["IOBase"], PORT_COUNT, description="TESTDEV", out=self.io_out, in_=self.io_in, posted=True
         )
+        hlp.ioport_create_and_map(
+            config["IOBase"] + RING3_ONLY, 1, description="TESTDEV R3", out=self.io_out_ring3_only,
+            in_=self.io_in_ring3_only, posted=True,
+        )
         state.mmio_handle = hlp.mmio_create_and_map(
             config["MMIOBase"], MMIO_SIZE, description="TESTDEV MMIO", read=self.mmio_read, write=self.mmio_write,
             posted=True,
@@ -130,6 +137,15 @@ class TestdevRing3(TestdevCore):
     def mmio_write(self, offset: int, value: int, size: int) -> int:
         self.state.ring3_accesses += 1
         return self.mmio_write_register(offset, value, size)
+
+    def io_in_ring3_only(self, offset: int, size: int) -> tuple[int, int]:
+        self.state.ring3_accesses += 1
+        return self.read_register(NOP_R3, size)
+
+    def io_out_ring3_only(self, offset: int, value: int, size: int) -> int:
+        self.state.ring3_accesses += 1
+        self.write_register(NOP_R3, value, size)
+        return VINF_SUCCESS
 
     def io_in(self, offset: int, size: int) -> tuple[int, int]:
         self.state.ring3_accesses += 1
@@ -199,7 +215,9 @@ REGISTRATION = DeviceRegistration(
     ring3=TestdevRing3,
     ring0=TestdevRing0,
     config_keys=(
-        ConfigKey("IOBase", int, 0x540, "the first of its 8 ports", minimum=0, maximum=0xFFF8),
+        ConfigKey(
+            "IOBase", int, 0x540, "the first of its 9 ports (8 + the ring-3-only one)", minimum=0, maximum=0xFFF7
+        ),
         ConfigKey("MMIOBase", int, 0xFEB00000, "its MMIO page (page aligned)", minimum=0, maximum=0xFFFFF000),
     ),
 )

@@ -71,6 +71,12 @@ class Ring3Link:
             raise Ring3Refused(f"ring-3 refused {OP_NAMES[op]}: {status_name(reply.status)}: {reply.payload}")
         return reply.status, reply.payload
 
+    def send(self, op: int, *args: Any) -> None:
+        """A one-way message (posted write, doorbell): no reply; ring-3 handles it in order."""
+        self.seq += 1
+        self.messages += 1
+        self._socket.send(encode_request(op, self.seq, self.vcpu, *args))
+
     def close(self) -> None:
         self._socket.close(linger=0)
         self._context.term()

@@ -19,6 +19,7 @@ from fastpath.dispatch import PortDispatcher, Ring0Callbacks
 from fastpath.journal import JournalingVCpu
 from fastpath.link import Ring3Gone, Ring3Link, Ring3Refused
 from fastpath.mmio import MmioDispatcher, Ring0MmioCallbacks
+from fastpath.posted import PostingVCpu
 from fastpath.replay import replay
 from fastpath.vcpu import VCpu
 from shared.boot import DeviceBoot, WorkerBoot
@@ -95,7 +96,7 @@ class Ring0Environment:
             for name in (boot.table_segment, boot.vm_segment, boot.state_segment, boot.stats_segment)
         ]
         table_segment, vm_segment, state_segment, stats_segment = self.segments
-        table = table_segment.view(IomTable)
+        self.table = table = table_segment.view(IomTable)
         self.vm = vm_segment.view(VmShared)
         counters = stats_segment.words()
         row = boot.stats.row_base(boot.vcpu, ring3=False)
@@ -122,7 +123,7 @@ class Ring0Environment:
 
     def close(self) -> None:
         """Drop every view, then unmap (ring-3 unlinks)."""
-        for name in ("mmio", "mmio_callbacks"):
+        for name in ("mmio", "mmio_callbacks", "table"):
             self.__dict__.pop(name, None)
         self.__dict__.pop("dispatcher", None)
         self.__dict__.pop("callbacks", None)
@@ -152,7 +153,12 @@ def worker_main(boot: WorkerBoot) -> None:
 def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> int:
     dispatcher = environment.dispatcher
     vcpu: VCpu
-    if boot.journal_limit:
+    if boot.mode != "strict":
+        vcpu = PostingVCpu(
+            boot.vcpu, dispatcher, environment.mmio, link, environment.vm, environment.table,
+            posted=boot.mode == "posted", window=boot.posted_window, doorbells=boot.doorbells,
+        )
+    elif boot.journal_limit:
         vcpu = JournalingVCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm, boot.journal_limit)
     else:
         vcpu = VCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm)

@@ -10,10 +10,21 @@ over the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.stats import StatsLayout
 from shared.trace import TimeDependentRule
+
+MODES = ("strict", "posted", "doorbell")
+
+
+class Doorbell(NamedTuple):
+    """A write that only rings ring-3 (doorbell mode, like KVM's ioeventfd): a port or an address,
+    optionally only for one value.  Ring-3 runs the device's handler; the vCPU never waits."""
+
+    mmio: bool
+    address: int
+    value: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,5 +54,8 @@ class WorkerBoot:
     ops_file: str
     time_dependent: tuple[TimeDependentRule, ...] = ()
     report_file: str = ""  # where the worker leaves its full replay report (it can exceed a message)
+    mode: str = "strict"  # strict | posted | doorbell
+    posted_window: int = 64  # writes in flight before a posted write falls back to strict
+    doorbells: tuple[Doorbell, ...] = ()
     journal_limit: int = 0  # journal the first N accesses (--explain, --timeline) ...
     journal_file: str = ""  # ... into this file in ring-3's private directory

@@ -35,6 +35,10 @@ G_MMIO_STALE = 19  # /IOM/MmioMappingsStale: the region moved while the access w
 G_MMIO_DEV_LOCK_CONTENTION_R0 = 20  # /IOM/MmioDevLockContentionR0
 G_MMIO_SPLIT = 21  # accesses that ran past their region's end and were split per region
 G_MMIO_COMMITS = 22  # /IOM/MmioR0ToR3Commits: pending MMIO writes ring-3 committed
+G_POSTED = 23  # deferred writes posted: the vCPU did not wait (posted mode)
+G_POSTED_WINDOW_FULL = 24  # writes done strictly because the posted window was full
+G_DOORBELLS = 25  # doorbell writes: only signalled ring-3 (doorbell mode)
+G_SYNCS = 26  # waits for ring-3 to finish posted writes before an access reached their device
 G_COUNT = 32  # slots reserved for globals
 
 GLOBAL_NAMES = {
@@ -59,6 +63,10 @@ GLOBAL_NAMES = {
     G_MMIO_DEV_LOCK_CONTENTION_R0: "/IOM/MmioDevLockContentionR0",
     G_MMIO_SPLIT: "/ringsim/MmioSplitAccesses",
     G_MMIO_COMMITS: "/IOM/MmioR0ToR3Commits",
+    G_POSTED: "/ringsim/Posted/Writes",
+    G_POSTED_WINDOW_FULL: "/ringsim/Posted/WindowFull",
+    G_DOORBELLS: "/ringsim/Posted/Doorbells",
+    G_SYNCS: "/ringsim/Posted/Syncs",
 }
 
 # --- Per-port entry (IOMIOPORTSTATSENTRY; RZ is ring-0 here) ---------------------------

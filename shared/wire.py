@@ -28,6 +28,13 @@ OP_IOPORT_READ_STRING = 4  # [port, size, count]: the rest of a REP INS -> (rc, 
 OP_IOPORT_WRITE_STRING = 5  # [port, size, data]: the rest of a REP OUTS -> (rc, units done)
 OP_DONE = 6  # [status, report]: the workload ended with this status
 OP_MMIO_READ = 7  # [address, size, ring0_status]: do this MMIO read in ring-3 -> (rc, value)
+# Posted and doorbell modes: one-way messages, no reply; their statuses reach the vCPU
+# merged into the reply of its next synchronous request (a sync point).
+OP_POST = 8  # [port, size, value]: commit this posted OUT
+OP_POST_MMIO = 9  # [address, region_hint, data]: commit this posted MMIO write
+OP_DOORBELL = 10  # [mmio, address, size, value]: a doorbell rang: run the device's write handler
+OP_SYNC = 11  # []: answer once everything sent before is done -> (merged posted status, 0)
+ONE_WAY = frozenset((OP_POST, OP_POST_MMIO, OP_DOORBELL))
 # Replies, ring-3 -> worker.
 OP_REPLY = 64
 OP_ERROR = 65
@@ -40,6 +47,10 @@ OP_NAMES = {
     OP_IOPORT_WRITE_STRING: "ioport_write_string",
     OP_DONE: "done",
     OP_MMIO_READ: "mmio_read",
+    OP_POST: "post",
+    OP_POST_MMIO: "post_mmio",
+    OP_DOORBELL: "doorbell",
+    OP_SYNC: "sync",
     OP_REPLY: "reply",
     OP_ERROR: "error",
 }
@@ -100,6 +111,10 @@ REQUEST_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {
     OP_IOPORT_WRITE_STRING: (("port", _PORT), ("size", _unit_size), ("data", _bytes_up_to(MAX_STRING_BYTES))),
     OP_DONE: (("status", _STATUS), ("report", _small_map)),
     OP_MMIO_READ: (("address", _VALUE), ("size", _SIZE), ("ring0_status", _STATUS)),
+    OP_POST: (("port", _PORT), ("size", _unit_size), ("value", _int_in(0, 0xFFFFFFFF))),
+    OP_POST_MMIO: (("address", _VALUE), ("region_hint", _int_in(0, 0xFFFFFFFF)), ("data", _bytes_up_to(128))),
+    OP_DOORBELL: (("mmio", _int_in(0, 1)), ("address", _VALUE), ("size", _int_in(1, 8)), ("value", _VALUE)),
+    OP_SYNC: (),
 }
 
 REPLY_FIELDS: dict[int, tuple[tuple[str, Callable[[Any], bool]], ...]] = {

@@ -65,13 +65,15 @@ def open_vm(
     vcpus: int | None = None,
     transport: str = "ipc",
     journal_limit: int = 0,
+    mode: str | None = None,
 ) -> VM:
     """A VM built from *config* (default: the built-in PC), to use in a ``with`` block.
 
     *journal_limit* > 0 journals each vCPU's first accesses for
-    ``slowpath.explain.explain_lines`` / ``timeline``.
+    ``slowpath.explain.explain_lines`` / ``timeline`` (strict mode).  *mode* (strict,
+    posted, doorbell) overrides the config's ``Mode``.
     """
-    return VM(config or load_config(), vcpus=vcpus, transport=transport, journal_limit=journal_limit)
+    return VM(config or load_config(), vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode)
 
 
 def run_workload(

@@ -72,6 +72,8 @@ def main() -> None:
 @click.option("--workload", help="A trace file, or a built-in program name (default: hello).")
 @click.option("--vcpus", type=click.IntRange(1, 64), help="Number of vCPUs (default: the config's NumCPUs).")
 @click.option("--transport", type=click.Choice(["ipc", "tcp"]), default="ipc", show_default=True)
+@click.option("--mode", type=click.Choice(["strict", "posted", "doorbell"]), default=None,
+              help="How deferred writes travel (default: the config's Mode, strict).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 @click.option("--explain", is_flag=True, help="Print each access's path through ring-0 and ring-3.")
 @click.option("--limit", type=click.IntRange(1), default=None,
@@ -86,6 +88,7 @@ def run(
     workload: str | None,
     vcpus: int | None,
     transport: str,
+    mode: str | None,
     as_json: bool,
     explain: bool,
     limit: int | None,
@@ -98,7 +101,7 @@ def run(
     try:
         config = api.load_config(config_path)
         source, ops = load_workload(workload)
-        with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit) as vm:
+        with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode) as vm:
             with progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
                 result = api.run_workload(vm, ops, source=source, progress=progress)
             if explain and not as_json:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.boot import MODES, Doorbell
 from shared.trace import TimeDependentRule
 from shared.vcpu import MAX_VCPUS
 
@@ -72,6 +73,9 @@ class VmConfig:
     source: str
     text: str = field(repr=False)
     time_dependent: list[TimeDependentRule] = field(default_factory=list)
+    mode: str = "strict"  # how deferred writes travel: strict | posted | doorbell
+    posted_window: int = 64
+    doorbells: list[Doorbell] = field(default_factory=list)
     folder: Path = field(default_factory=Path.cwd)  # where relative paths in the config start
 
     def error(self, keys: tuple[str, ...], message: str) -> ConfigFileError:
@@ -157,8 +161,21 @@ def parse_config(text: str, source: str, folder: Path | None = None) -> VmConfig
                 config.devices.append(_parse_device(config, name, _table(config, node, (key, name))))
         elif key == "Replay":
             config.time_dependent = _parse_replay(config, _table(config, value, (key,)))
+        elif key == "Mode":
+            if value not in MODES:
+                raise config.error((key,), f"Mode must be one of {', '.join(MODES)}, not {value!r}")
+            config.mode = value
+        elif key == "PostedWindow":
+            if type(value) is not int or not 1 <= value <= 4096:
+                raise config.error((key,), "PostedWindow must be an integer in 1..4096")
+            config.posted_window = value
+        elif key == "Doorbells":
+            config.doorbells = _parse_doorbells(config, value)
         else:
-            raise config.error((key,), f"unknown key {key!r}; expected Name, NumCPUs, [Devices] or [Replay]")
+            raise config.error(
+                (key,), f"unknown key {key!r}; expected Name, NumCPUs, Mode, PostedWindow, [Devices], [[Doorbells]] "
+                        "or [Replay]"
+            )
     return config
 
 
@@ -212,6 +229,26 @@ def _parse_lun(config: VmConfig, keys: tuple[str, ...], node: dict[str, Any]) ->
         elif key != "Driver":
             raise config.error((*keys, key), f"unknown key {key!r}; expected Driver or Config")
     return lun
+
+
+def _parse_doorbells(config: VmConfig, value: Any) -> list[Doorbell]:
+    """[[Doorbells]]: Port or Address, and optionally the Value that rings."""
+    keys = ("Doorbells",)
+    if not isinstance(value, list) or not all(isinstance(bell, dict) for bell in value):
+        raise config.error(keys, "Doorbells must be an array of tables ([[Doorbells]])")
+    bells = []
+    for bell in value:
+        if set(bell) - {"Port", "Address", "Value"} or ("Port" in bell) == ("Address" in bell):
+            raise config.error(keys, "a doorbell has Port or Address, and optionally Value")
+        mmio = "Address" in bell
+        address = bell["Address"] if mmio else bell["Port"]
+        if type(address) is not int or not 0 <= address <= (0xFFFF if not mmio else (1 << 64) - 1):
+            raise config.error((*keys, "Address" if mmio else "Port"), f"not a {'n address' if mmio else ' port'}")
+        ring_value = bell.get("Value")
+        if ring_value is not None and (type(ring_value) is not int or ring_value < 0):
+            raise config.error((*keys, "Value"), "Value must be a non-negative integer")
+        bells.append(Doorbell(mmio, address, ring_value))
+    return bells
 
 
 def _range(config: VmConfig, keys: tuple[str, ...], text: Any) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from shared.stats import (
     G_DEFER_DEVICE_LOCK_BUSY,
     G_DEFER_IOM_LOCK_BUSY,
     G_DEFER_NO_R0_HANDLER,
+    G_DOORBELLS,
     G_IOPORT_COMMITS,
     G_IOPORT_IN,
     G_IOPORT_INS,
@@ -29,8 +30,11 @@ from shared.stats import (
     G_MMIO_SPLIT,
     G_MMIO_STALE,
     G_MMIO_WRITES,
+    G_POSTED,
+    G_POSTED_WINDOW_FULL,
     G_RING0_HANDLED,
     G_RING3_ACCESSES,
+    G_SYNCS,
     G_UNASSIGNED,
     L_CONTENTION_R3,
     L_CONTENTION_R3_WAIT_NS,
@@ -66,6 +70,7 @@ DEFER_REASONS = {
     "device_asked": G_DEFER_DEVICE_ASKED,
     "device_lock_busy": G_DEFER_DEVICE_LOCK_BUSY,
     "iom_lock_busy": G_DEFER_IOM_LOCK_BUSY,
+    "doorbell": G_DOORBELLS,  # doorbell mode: the write skipped ring-0 and only rang ring-3
 }
 
 
@@ -77,6 +82,8 @@ class RunResult:
     ring0_handled: int
     deferred: dict[str, int]
     commits: int
+    mode: str
+    posted: dict[str, int]
     unassigned: int
     mmio: dict[str, int]
     ring3_accesses: int
@@ -106,7 +113,10 @@ class RunResult:
         for reason, count in self.deferred.items():
             lines.append(f"    {reason.replace('_', ' '):<18}{count:>10}")
         lines += [
-            f"  pending writes committed {self.commits:>5}",
+            f"  pending writes committed {self.commits:>5}   (mode {self.mode}"
+            + (f": {self.posted['posted_writes']} posted, {self.posted['doorbells']} doorbells,"
+               f" {self.posted['syncs']} syncs, {self.posted['window_full_fell_back_to_strict']} window-full)"
+               if self.mode != "strict" else ")"),
             f"  final status        {self.final_status['name']} ({self.final_status['rc']})",
         ]
         if self.exit_status is not None:
@@ -376,6 +386,13 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
         deferred={reason: ring0[index] for reason, index in DEFER_REASONS.items()},
         commits=ring3[G_IOPORT_COMMITS] + ring3[G_MMIO_COMMITS],
         unassigned=both[G_UNASSIGNED],
+        mode=vm.mode,
+        posted={
+            "posted_writes": ring0[G_POSTED],
+            "window_full_fell_back_to_strict": ring0[G_POSTED_WINDOW_FULL],
+            "doorbells": ring0[G_DOORBELLS],
+            "syncs": ring0[G_SYNCS],
+        },
         mmio={
             "reads": ring0[G_MMIO_READS],
             "writes": ring0[G_MMIO_WRITES],

@@ -32,10 +32,12 @@ from shared.status import (
     VINF_EM_TERMINATE,
     VINF_IOM_R3_IOPORT_COMMIT_WRITE,
     VINF_IOM_R3_MMIO_COMMIT_WRITE,
+    VINF_SUCCESS,
     merge_status,
 )
 from shared.vcpu import VM_POWERING_OFF, VmShared
 from shared.wire import (
+    ONE_WAY,
     OP_COMMIT,
     OP_DONE,
     OP_ERROR,
@@ -44,7 +46,10 @@ from shared.wire import (
     OP_IOPORT_READ_STRING,
     OP_IOPORT_WRITE_STRING,
     OP_MMIO_READ,
+    OP_POST,
+    OP_POST_MMIO,
     OP_REPLY,
+    OP_SYNC,
     Request,
     WireError,
     decode_request,
@@ -66,6 +71,7 @@ class VCpuRecord:
 
     identity: bytes | None = None
     pid: int = 0
+    posted_status: int = 0  # merged statuses of posted commits since the vCPU's last sync point
     done: bool = False
     status: int = 0
     report: dict[str, Any] = field(default_factory=dict)
@@ -151,8 +157,14 @@ class Ring3Server:
         received = time.monotonic_ns()
         merges = len(record.merges)
         try:
+            if request.op in ONE_WAY:
+                self._perform_posted(request, record)
+                return
             status, payload = self._perform(request, record)
             self._act_on(status)
+            if record.posted_status != VINF_SUCCESS:  # a sync point: posted statuses reach the vCPU
+                status = merge_status(status, record.posted_status, VINF_IOM_R3_IOPORT_COMMIT_WRITE)
+                record.posted_status = VINF_SUCCESS
         except WorkerDied:
             raise  # a device lock's holder died: the run ends, as it must
         except Exception as exc:  # a request that passed validation but still broke something
@@ -181,6 +193,8 @@ class Ring3Server:
         if op == OP_MMIO_READ:
             address, size, _ring0_status = request.args
             return self.mmio_io[request.vcpu].read(address, size)
+        if op == OP_SYNC:
+            return VINF_SUCCESS, 0  # everything sent before is done; the posted status is merged in
         if op == OP_IOPORT_READ_STRING:
             port, size, count = request.args
             status, data, _left = io.read_string(port, size, count)
@@ -195,6 +209,28 @@ class Ring3Server:
         record.status = request.args[0]
         self._act_on(record.status)  # a VINF_EM_OFF ring-0 produced stops the other vCPUs too
         return 0, 0
+
+    def _perform_posted(self, request: Request, record: VCpuRecord) -> None:
+        """A posted write or a doorbell: do it now; its status waits for the vCPU's next sync point."""
+        vcpu = request.vcpu
+        row = self.ring3_rows[vcpu]
+        if request.op == OP_POST:
+            port, size, value = request.args
+            self.counters[row + G_IOPORT_COMMITS] += 1
+            status, code = self.port_io[vcpu].write(port, value, size), VINF_IOM_R3_IOPORT_COMMIT_WRITE
+        elif request.op == OP_POST_MMIO:
+            address, hint, data = request.args
+            self.counters[row + G_MMIO_COMMITS] += 1
+            status, code = self.mmio_io[vcpu].commit(address, data, hint), VINF_IOM_R3_MMIO_COMMIT_WRITE
+        else:  # OP_DOORBELL: ring-3 runs the device's write handler
+            mmio, address, size, value = request.args
+            if mmio:
+                status = self.mmio_io[vcpu].write(address, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+            else:
+                status = self.port_io[vcpu].write(address, value, size)
+            code = VINF_IOM_R3_IOPORT_COMMIT_WRITE
+        record.posted_status = self._merge(vcpu, record.posted_status, status, code)
+        self._act_on(status)
 
     def process_force_flag(self, vcpu: int, status: int) -> int:
         """IOMR3ProcessForceFlag: commit vCPU *vcpu*'s pending writes, merging into *status*."""

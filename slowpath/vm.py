@@ -24,7 +24,7 @@ from typing import Any
 import zmq
 
 from fastpath.worker import worker_main
-from shared.boot import DeviceBoot, WorkerBoot
+from shared.boot import MODES, DeviceBoot, WorkerBoot
 from shared.iomtable import IomTable
 from shared.locks import DeviceLock
 from shared.segments import Segment, sweep_stale
@@ -86,8 +86,12 @@ class VM:
         transport: str = "ipc",
         registry: DeviceRegistry | None = None,
         journal_limit: int = 0,
+        mode: str | None = None,
     ) -> None:
         self.config = config
+        self.mode = mode or config.mode  # strict | posted | doorbell
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         self.vcpu_count = vcpus if vcpus is not None else config.vcpus
         if not 1 <= self.vcpu_count <= MAX_VCPUS:
             raise ValueError(f"vCPU count {self.vcpu_count} is not in 1..{MAX_VCPUS}")
@@ -198,6 +202,9 @@ class VM:
             ops_file=ops_file,
             report_file=ops_file.removesuffix(".ops") + ".report" if ops_file else "",
             time_dependent=tuple(self.config.time_dependent),
+            mode=self.mode,
+            posted_window=self.config.posted_window,
+            doorbells=tuple(self.config.doorbells) if self.mode == "doorbell" else (),
             journal_limit=self.journal_limit,
             journal_file=ops_file.removesuffix(".ops") + ".journal" if ops_file else "",
         )

@@ -63,7 +63,7 @@ def test_run_json_has_the_documented_keys() -> None:
     report = json.loads(done.stdout)
     for key in ("accesses", "ring0_handled", "deferred", "commits", "final_status", "wall_s", "regions", "replay"):
         assert key in report
-    assert set(report["deferred"]) == {"no_ring0_handler", "device_asked", "device_lock_busy", "iom_lock_busy"}
+    assert set(report["deferred"]) >= {"no_ring0_handler", "device_asked", "device_lock_busy", "iom_lock_busy"}
     assert report["final_status"] == {"rc": 1109, "name": "VINF_EM_OFF"}
     assert {"reads_checked", "reads_matched", "mismatches"} <= set(report["replay"])
     assert report["accesses"] == report["ring0_handled"] + sum(report["deferred"].values())

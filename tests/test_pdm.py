@@ -428,11 +428,12 @@ def test_construct_builtin_devices_creates_and_maps_their_regions() -> None:
         (0, 0x3F8, 8, b"SERIAL"),
         (1, 0x2F8, 8, b"SERIAL"),
         (2, 0x540, 8, b"TESTDEV"),
+        (2, 0x548, 1, b"TESTDEV R3"),  # testdev's second region: no ring-0 half
         (3, 0xF4, 4, b"ISA-DEBUG-EXIT"),
         (4, 0xE9, 1, b"DEBUGCON"),
     ]
     assert all(table.entries[h].mapped for h in range(table.registrations))
-    assert [instance.state.io_handle for instance in instances] == [0, 1, 2, 3, 4]
+    assert [instance.state.io_handle for instance in instances] == [0, 1, 2, 4, 5]
 
 
 def test_construct_freezes_region_creation_afterwards() -> None:
@@ -459,8 +460,9 @@ def test_construct_records_ring0_marks_for_r0_enabled_devices_only() -> None:
         "  0 R3+0   0008  03f8-03ff        SERIAL",
         "  1 R3+0   0008  02f8-02ff        SERIAL",
         "  2 R3+0   0008  0540-0547        TESTDEV",
-        "  3 R3     0004  00f4-00f7        ISA-DEBUG-EXIT",
-        "  4 R3     0001  00e9-00e9        DEBUGCON",
+        "  3 R3     0001  0548-0548        TESTDEV R3",
+        "  4 R3     0004  00f4-00f7        ISA-DEBUG-EXIT",
+        "  5 R3     0001  00e9-00e9        DEBUGCON",
     ]
 
 

@@ -295,8 +295,11 @@ def make_testdev(**config: Any) -> TestdevHalves:
 
 def test_testdev_maps_eight_ports_and_sets_up_ring0() -> None:
     dev = make_testdev(IOBase=0x700)
-    (region,) = dev.hlp3.regions
+    region, ring3_only = dev.hlp3.regions
     assert (region.port, region.count, region.description) == (0x700, 8, "TESTDEV")
+    # The ring-3-only port has a region of its own, which the ring-0 half never sets up.
+    assert (ring3_only.port, ring3_only.count, ring3_only.description) == (0x708, 1, "TESTDEV R3")
+    assert dev.ring3.io_out_ring3_only(0, 5, 4) == VINF_SUCCESS and dev.state.nop_writes == 1
     ((handle, callbacks),) = dev.hlp0.contexts
     assert handle == HANDLE == dev.state.io_handle
     assert set(callbacks) == {"out", "in_", "in_string"}

@@ -172,7 +172,7 @@ def test_message_of_exactly_the_size_cap_is_accepted() -> None:
 
 
 # --- requests: operation, arity, fields ------------------------------------------------
-@pytest.mark.parametrize("op", [0, 8, 63, OP_REPLY, OP_ERROR, "commit", None])
+@pytest.mark.parametrize("op", [0, 12, 63, OP_REPLY, OP_ERROR, "commit", None])
 def test_unknown_request_operation_is_rejected(op: Any) -> None:
     assert f"unknown request operation {op!r}" in request_error(raw(PROTOCOL_VERSION, op, 1, 0, 0))
 
