@@ -139,6 +139,8 @@ def worker_main(boot: WorkerBoot) -> None:
     # unblock them, or ring-3's terminate() would never reach us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    if boot.cpus:
+        os.sched_setaffinity(0, boot.cpus)
     environment = Ring0Environment(boot)
     link = Ring3Link(boot.endpoint, boot.vcpu, boot.ring3_pid)
     try:
@@ -166,7 +168,7 @@ def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> in
         link.call(OP_HELLO, os.getpid())
         with open(boot.ops_file, "rb") as ops_file:
             ops = pickle.load(ops_file)
-        report = replay(vcpu, ops, boot.time_dependent)
+        report = replay(vcpu, ops, boot.time_dependent, boot.time_accesses)
         if isinstance(vcpu, JournalingVCpu):
             vcpu.save(boot.journal_file)
         wire_report = report.to_wire()

@@ -87,6 +87,8 @@ class VM:
         registry: DeviceRegistry | None = None,
         journal_limit: int = 0,
         mode: str | None = None,
+        time_accesses: bool = False,
+        pin: str = "none",
     ) -> None:
         self.config = config
         self.mode = mode or config.mode  # strict | posted | doorbell
@@ -98,6 +100,10 @@ class VM:
         if transport not in ("ipc", "tcp"):
             raise ValueError(f"transport {transport!r} is not ipc or tcp")
         self.transport = transport
+        self.time_accesses = time_accesses  # per-access latency percentiles in the report
+        if pin not in ("none", "same", "split"):
+            raise ValueError(f"pin {pin!r} is not none, same or split")
+        self.pin = pin  # where ring-3 and the workers run: none, all on one CPU, ring-3 apart
         self.journal_limit = journal_limit  # journal each vCPU's first N accesses (explain, timeline)
         self.journals: list[list[tuple[Any, ...]]] = []
         self.registry = registry or builtin_registry()
@@ -205,9 +211,23 @@ class VM:
             mode=self.mode,
             posted_window=self.config.posted_window,
             doorbells=tuple(self.config.doorbells) if self.mode == "doorbell" else (),
+            time_accesses=self.time_accesses,
+            cpus=self._worker_cpus(),
             journal_limit=self.journal_limit,
             journal_file=ops_file.removesuffix(".ops") + ".journal" if ops_file else "",
         )
+
+    def _worker_cpus(self) -> tuple[int, ...]:
+        cpus = sorted(os.sched_getaffinity(0)) if self.pin != "none" else []
+        if not cpus:
+            return ()
+        return (cpus[0],) if self.pin == "same" or len(cpus) == 1 else tuple(cpus[1:])
+
+    def placement(self) -> dict[str, Any]:
+        """Where ring-3 and the workers run (benchmarks record it with every figure)."""
+        ring3 = sorted(os.sched_getaffinity(0))
+        workers = list(self._worker_cpus()) or ring3
+        return {"pin": self.pin, "ring3_cpus": ring3, "worker_cpus": workers, "cpus": os.cpu_count()}
 
     def power_on(self, shares: list[list[TraceOp]]) -> None:
         """Spawn one ring-0 worker per vCPU with its share of the workload.
@@ -262,10 +282,19 @@ class VM:
         *progress*, if given, is called about ten times a second with (accesses done,
         accesses in the workload), read off the workers' statistics rows.
         """
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        affinity = os.sched_getaffinity(0)
+        if self.pin != "none":  # ring-3 itself on the first CPU; the workers pin themselves
+            os.sched_setaffinity(0, {min(affinity)})
+        try:
+            return self._serve(shares, progress)
+        finally:
+            os.sched_setaffinity(0, affinity)
+
+    def _serve(self, shares: list[list[TraceOp]], progress: Callable[[int, int], None] | None) -> RunResult:
         started = time.perf_counter()
         total = sum(len(share) for share in shares)
         self.power_on(shares)
-        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
         assert self._socket is not None
         poller = zmq.Poller()  # one poller for the run: socket.poll() builds one per call
         poller.register(self._socket, zmq.POLLIN)
