@@ -120,7 +120,8 @@ class JournalingVCpu(VCpu):
         return result
 
     def port_write_string(self, port: int, size: int, data: bytes) -> int:
-        result: int = self._record(OUTS, port, size, len(data) // size, super().port_write_string, port, size, data)
+        units = len(data) // size if size in (1, 2, 4) else 1
+        result: int = self._record(OUTS, port, size, units, super().port_write_string, port, size, data)
         return result
 
     def mmio_read(self, address: int, size: int) -> tuple[int, int]:

@@ -97,7 +97,12 @@ def replay(
             if counts is None:
                 counts = by_key[key] = [0, 0, 0, 0, 0, 0]
             counts[ACCESSES] += 1
-            counts[UNITS] += op.value if kind == INS else len(op.data) // op.size if kind == OUTS else 1
+            if kind == INS:
+                counts[UNITS] += op.value
+            elif kind == OUTS and op.size in (1, 2, 4):
+                counts[UNITS] += len(op.data) // op.size
+            else:
+                counts[UNITS] += 1
             report.executed += 1
             got: int | bytes | None = None
             if kind == OUT:

@@ -34,6 +34,7 @@ from shared.vcpu import VM_RUNNING, VmShared
 from shared.wire import OP_COMMIT, OP_IOPORT_READ, OP_IOPORT_READ_STRING, OP_IOPORT_WRITE_STRING, OP_MMIO_READ
 
 STOP_STATUSES = frozenset((VINF_EM_OFF, VINF_EM_TERMINATE))
+UNIT_SIZES = (1, 2, 4)  # what a string instruction can move per unit
 
 
 class VCpuStopped(Exception):
@@ -94,6 +95,11 @@ class VCpu:
 
     def port_read_string(self, port: int, size: int, count: int) -> tuple[int, bytes]:
         """REP INS: (status, the bytes read).  Restarted for units left, as a CPU would."""
+        if size not in UNIT_SIZES:  # IOM refuses it (and counts it); nothing moves
+            rc = self.ports.read_string(port, size, count)[0]
+            self.units_ring0 += count
+            self._retire(rc)
+            return rc, b""
         parts: list[bytes] = []
         while True:
             rc, data, left = self.ports.read_string(port, size, count)
@@ -111,6 +117,11 @@ class VCpu:
 
     def port_write_string(self, port: int, size: int, data: bytes) -> int:
         """REP OUTS: the status.  Restarted for units left, as a CPU would."""
+        if size not in UNIT_SIZES:  # IOM refuses it (and counts it); nothing moves
+            rc = self.ports.write_string(port, size, data)[0]
+            self.units_ring0 += 1
+            self._retire(rc)
+            return rc
         while True:
             rc, done = self.ports.write_string(port, size, data)
             self.units_ring0 += done

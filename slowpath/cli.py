@@ -26,9 +26,10 @@ from shared.status import VBoxError
 from shared.trace import TraceError
 from slowpath import api, statistics
 from slowpath.config import ConfigFileError, VmConfig
+from slowpath.contention import ContentionError, ContentionInjector, parse_contention
 from slowpath.explain import explain_lines, write_timeline
 from slowpath.server import WorkerDied
-from slowpath.view import interactive, print_info, print_summary, progress_bar
+from slowpath.view import interactive, print_info, print_summary, progress_bar, section_bar
 from slowpath.vm import VM
 from slowpath.workloads import load_workload
 
@@ -80,6 +81,9 @@ def main() -> None:
               help="Accesses per vCPU to explain / put on the timeline (default 100 / 10000).")
 @click.option("--timeline", "timeline_path", type=click.Path(path_type=Path),
               help="Write a Chrome/Perfetto trace-event file of the accesses (open it in ui.perfetto.dev).")
+@click.option("--contention", "contention_specs", multiple=True, metavar="SPEC",
+              help="Inject contention from ring-3 during the run, e.g. 'hold:testdev#0:duty=0.5:period=2ms' "
+                   "or 'remap:edu#0:rate=200' (repeatable).")
 @click.option("--stats", "show_stats", is_flag=True, help="Print the statistics tree after the run.")
 @click.option("--stats-out", "stats_path", type=click.Path(path_type=Path),
               help="Write the statistics to a file that `ringsim stats` prints.")
@@ -93,6 +97,7 @@ def run(
     explain: bool,
     limit: int | None,
     timeline_path: Path | None,
+    contention_specs: tuple[str, ...],
     show_stats: bool,
     stats_path: Path | None,
 ) -> None:
@@ -101,9 +106,12 @@ def run(
     try:
         config = api.load_config(config_path)
         source, ops = load_workload(workload)
+        holds, remaps = parse_contention(list(contention_specs))
         with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode) as vm:
-            with progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
+            with ContentionInjector(vm, holds, remaps) as injector, \
+                    progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
                 result = api.run_workload(vm, ops, source=source, progress=progress)
+            result.contention = injector.report() if contention_specs else {}
             if explain and not as_json:
                 click.echo("\n".join(explain_lines(vm)))
                 click.echo()
@@ -112,7 +120,7 @@ def run(
             samples = api.statistics(vm)
         if stats_path is not None:
             stats_path.write_text(json.dumps(statistics.to_json(samples)))
-    except (ConfigFileError, TraceError) as exc:
+    except (ConfigFileError, TraceError, ContentionError) as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except VBoxError as exc:
         _fail(f"VM creation failed: {exc}", EXIT_BAD_INPUT)
@@ -188,3 +196,26 @@ def ioport(config_path: Path | None) -> None:
 def mmio(config_path: Path | None) -> None:
     """Dump all MMIO registrations (VirtualBox's `info mmio`)."""
     _info(config_path, lambda vm: vm.iom.info_mmio())
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="A short run (under a minute) for smoke tests: the figures are rougher.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench-out"), show_default=True,
+              help="Folder for results.json, results.md and the PNG plots.")
+@click.option("--transport", type=click.Choice(["ipc", "tcp", "inproc"]), default="ipc", show_default=True,
+              help="inproc measures the raw floor in one process; the VM then uses ipc.")
+@click.option("--pin", type=click.Choice(["none", "same", "split"]), default="none", show_default=True,
+              help="Where ring-3 and the workers run: as the scheduler likes, one CPU, or apart.")
+def bench(quick: bool, out_dir: Path, transport: str, pin: str) -> None:
+    """Measure what deferral costs, side by side, and write JSON, markdown and plots."""
+    from bench.suite import run_suite  # matplotlib and friends only when benchmarking
+
+    sections = ["fast path", "lookup cost", "deferrals", "raw transport", "contention", "plots"]
+    with section_bar(len(sections)) as step:
+        results = run_suite(out_dir, quick=quick, transport=transport, pin=pin, step=step)
+    click.echo((out_dir / "results.md").read_text())
+    click.echo(f"written: {out_dir / 'results.json'}, {out_dir / 'results.md'}, "
+               f"{', '.join(str(out_dir / name) for name in ('contention.png', 'latency.png', 'lookup.png'))}")
+    missed = [t["target"] for t in results["targets"].values() if not t["met"]]
+    if missed:
+        click.echo("targets not met: " + "; ".join(missed))

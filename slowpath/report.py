@@ -7,6 +7,7 @@ message.  :class:`RunResult` renders as the human summary or as one JSON object.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,7 @@ class RunResult:
     per_vcpu: list[dict[str, Any]]
     merges: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    contention: dict[str, Any] = field(default_factory=dict)  # what --contention injected, when it did
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +193,8 @@ class RunResult:
             if text:
                 lines.append(f"\n  output of {name}:")
                 lines.extend(f"    | {_printable(line)}" for line in text.splitlines())
+        if self.contention:
+            lines.append(f"  contention injected: {json.dumps(self.contention, default=str)}")
         for error in self.errors:
             lines.append(f"  error: {error}")
         return "\n".join(lines)
@@ -364,6 +368,7 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
                 "units_ring0": report.get("units_ring0", 0),
                 "units_ring3": report.get("units_ring3", 0),
                 "workload_ns": report.get("wall_ns", 0),
+                "latency_ns": report.get("latency_ns", {}),
             }
         )
         merges += [

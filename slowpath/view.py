@@ -39,6 +39,26 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int, int], None] 
         yield lambda done, _total: bar.update(task, completed=done)
 
 
+@contextmanager
+def section_bar(sections: int) -> Iterator[Callable[[str], None]]:
+    """A callback advancing a bar one section at a time (plain lines when not a terminal)."""
+    if not interactive():
+        yield lambda name: print(f"[bench] {name}", file=sys.stderr, flush=True)
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("benchmark", total=sections)
+        started = [False]
+
+        def step(name: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, description=name)
+
+        yield step
+
+
 def _table(title: str, *columns: str) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     for index, column in enumerate(columns):

@@ -1,0 +1,1 @@
+"""ringsim's benchmarks: `ringsim bench` (suite.py) and bench_core.py."""
