@@ -67,6 +67,15 @@ class _Worker:
     process: Any  # multiprocessing.Process (spawn context)
 
 
+def _pin_threads(cpus: set[int]) -> None:
+    """Pin every thread of this process (ZeroMQ's I/O thread too, not only the caller)."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -284,12 +293,13 @@ class VM:
         """
         self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
         affinity = os.sched_getaffinity(0)
-        if self.pin != "none":  # ring-3 itself on the first CPU; the workers pin themselves
-            os.sched_setaffinity(0, {min(affinity)})
+        if self.pin != "none":  # ring-3 on the first CPU; the workers pin themselves
+            _pin_threads({min(affinity)})
         try:
             return self._serve(shares, progress)
         finally:
-            os.sched_setaffinity(0, affinity)
+            if self.pin != "none":
+                _pin_threads(affinity)
 
     def _serve(self, shares: list[list[TraceOp]], progress: Callable[[int, int], None] | None) -> RunResult:
         started = time.perf_counter()
