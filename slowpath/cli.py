@@ -25,6 +25,7 @@ import click
 from shared.status import VBoxError
 from shared.trace import TraceError
 from slowpath import api, statistics
+from slowpath import fuzz as guest_fuzzing
 from slowpath.config import ConfigFileError, VmConfig
 from slowpath.contention import ContentionError, ContentionInjector, parse_contention
 from slowpath.explain import explain_lines, write_timeline
@@ -219,3 +220,15 @@ def bench(quick: bool, out_dir: Path, transport: str, pin: str) -> None:
     missed = [t["target"] for t in results["targets"].values() if not t["met"]]
     if missed:
         click.echo("targets not met: " + "; ".join(missed))
+
+
+@main.group()
+def fuzz() -> None:
+    """Hostile-guest fuzzing."""
+
+
+@fuzz.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def guest(args: tuple[str, ...]) -> None:
+    """Random guest accesses against the VM, invariants checked (--help: the options)."""
+    sys.exit(guest_fuzzing.main(list(args)))
