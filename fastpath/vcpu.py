@@ -20,6 +20,7 @@ from fastpath.dispatch import PortDispatcher
 from fastpath.link import Ring3Link
 from fastpath.mmio import MmioDispatcher
 from shared.status import (
+    VERR_INTERNAL_ERROR,
     VINF_EM_OFF,
     VINF_EM_PENDING_R3_IOPORT_READ,
     VINF_EM_TERMINATE,
@@ -55,6 +56,7 @@ class VCpu:
         self.link = link
         self.vm = vm
         self.failures = 0
+        self.power_off_on_device_error = False  # the VM config's OnDeviceError = "poweroff"
         # Units (a REP string instruction moves many) finished in each tier.
         self.units_ring0 = 0
         self.units_ring3 = 0
@@ -65,6 +67,9 @@ class VCpu:
             raise VCpuStopped(rc)
         if rc < 0:
             self.failures += 1
+            # VERR_INTERNAL_ERROR is what an access gets when a device callback raised.
+            if rc == VERR_INTERNAL_ERROR and self.power_off_on_device_error:
+                raise VCpuStopped(VINF_EM_OFF)
 
     def check_vm_state(self) -> None:
         """A VM-wide force flag: ring-3 wants every vCPU to stop (another one powered off)."""

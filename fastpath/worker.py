@@ -164,6 +164,7 @@ def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> in
         vcpu = JournalingVCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm, boot.journal_limit)
     else:
         vcpu = VCpu(boot.vcpu, dispatcher, environment.mmio, link, environment.vm)
+    vcpu.power_off_on_device_error = boot.power_off_on_device_error
     try:
         link.call(OP_HELLO, os.getpid())
         with open(boot.ops_file, "rb") as ops_file:

@@ -57,6 +57,7 @@ class WorkerBoot:
     mode: str = "strict"  # strict | posted | doorbell
     posted_window: int = 64  # writes in flight before a posted write falls back to strict
     doorbells: tuple[Doorbell, ...] = ()
+    power_off_on_device_error: bool = False  # a device callback that raises stops the VM
     time_accesses: bool = False  # measure each access (benchmarks: latency percentiles)
     cpus: tuple[int, ...] = ()  # pin the worker to these CPUs (benchmarks: --pin)
     journal_limit: int = 0  # journal the first N accesses (--explain, --timeline) ...

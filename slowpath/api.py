@@ -66,6 +66,7 @@ def open_vm(
     transport: str = "ipc",
     journal_limit: int = 0,
     mode: str | None = None,
+    listen_any: bool = False,
 ) -> VM:
     """A VM built from *config* (default: the built-in PC), to use in a ``with`` block.
 
@@ -73,7 +74,10 @@ def open_vm(
     ``slowpath.explain.explain_lines`` / ``timeline`` (strict mode).  *mode* (strict,
     posted, doorbell) overrides the config's ``Mode``.
     """
-    return VM(config or load_config(), vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode)
+    return VM(
+        config or load_config(), vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode,
+        listen_any=listen_any,
+    )
 
 
 def run_workload(

@@ -29,6 +29,7 @@ from slowpath import fuzz as guest_fuzzing
 from slowpath.config import ConfigFileError, VmConfig
 from slowpath.contention import ContentionError, ContentionInjector, parse_contention
 from slowpath.explain import explain_lines, write_timeline
+from slowpath.report import RunResult
 from slowpath.server import WorkerDied
 from slowpath.view import interactive, print_info, print_summary, progress_bar, section_bar
 from slowpath.vm import VM
@@ -63,6 +64,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _print_result(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=_json_default, indent=2))
+    elif interactive():
+        print_summary(result)
+    else:
+        click.echo(result.render())
+
+
 @click.group()
 def main() -> None:
     """ringsim: a two-tier (ring-0 / ring-3) simulated hypervisor I/O monitor."""
@@ -74,6 +84,8 @@ def main() -> None:
 @click.option("--workload", help="A trace file, or a built-in program name (default: hello).")
 @click.option("--vcpus", type=click.IntRange(1, 64), help="Number of vCPUs (default: the config's NumCPUs).")
 @click.option("--transport", type=click.Choice(["ipc", "tcp"]), default="ipc", show_default=True)
+@click.option("--listen-any", is_flag=True,
+              help="With --transport tcp, listen on every interface, not only loopback (warns).")
 @click.option("--mode", type=click.Choice(["strict", "posted", "doorbell"]), default=None,
               help="How deferred writes travel (default: the config's Mode, strict).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
@@ -93,6 +105,7 @@ def run(
     workload: str | None,
     vcpus: int | None,
     transport: str,
+    listen_any: bool,
     mode: str | None,
     as_json: bool,
     explain: bool,
@@ -108,10 +121,20 @@ def run(
         config = api.load_config(config_path)
         source, ops = load_workload(workload)
         holds, remaps = parse_contention(list(contention_specs))
-        with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode) as vm:
-            with ContentionInjector(vm, holds, remaps) as injector, \
-                    progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
-                result = api.run_workload(vm, ops, source=source, progress=progress)
+        if listen_any:
+            click.echo("ringsim: warning: ring-3 will listen on every interface (--listen-any)", err=True)
+        with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode,
+                         listen_any=listen_any) as vm:
+            try:
+                with ContentionInjector(vm, holds, remaps) as injector, \
+                        progress_bar(0 if as_json else len(ops), f"replaying {source}") as progress:
+                    result = api.run_workload(vm, ops, source=source, progress=progress)
+            except (KeyboardInterrupt, Terminated) as stop:
+                # A clean power-off, then the summary of what ran, then the signal's status.
+                _print_result(vm.result_so_far(), as_json)
+                if isinstance(stop, KeyboardInterrupt):
+                    _fail("interrupted; the VM was powered off", EXIT_INTERRUPTED)
+                _fail("terminated; the VM was powered off", EXIT_TERMINATED)
             result.contention = injector.report() if contention_specs else {}
             if explain and not as_json:
                 click.echo("\n".join(explain_lines(vm)))
@@ -131,12 +154,7 @@ def run(
         _fail("interrupted; the VM was powered off", EXIT_INTERRUPTED)
     except Terminated:
         _fail("terminated; the VM was powered off", EXIT_TERMINATED)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), default=_json_default, indent=2))
-    elif interactive():
-        print_summary(result)
-    else:
-        click.echo(result.render())
+    _print_result(result, as_json)
     if show_stats and not as_json:
         click.echo(statistics.render_tree(statistics.select(samples)))
     if result.exit_status is not None:

@@ -76,6 +76,7 @@ class VmConfig:
     mode: str = "strict"  # how deferred writes travel: strict | posted | doorbell
     posted_window: int = 64
     doorbells: list[Doorbell] = field(default_factory=list)
+    on_device_error: str = "continue"  # a device callback that raises: the VM goes on, or powers off
     folder: Path = field(default_factory=Path.cwd)  # where relative paths in the config start
 
     def error(self, keys: tuple[str, ...], message: str) -> ConfigFileError:
@@ -171,10 +172,14 @@ def parse_config(text: str, source: str, folder: Path | None = None) -> VmConfig
             config.posted_window = value
         elif key == "Doorbells":
             config.doorbells = _parse_doorbells(config, value)
+        elif key == "OnDeviceError":
+            if value not in ("continue", "poweroff"):
+                raise config.error((key,), f"OnDeviceError must be continue or poweroff, not {value!r}")
+            config.on_device_error = value
         else:
             raise config.error(
-                (key,), f"unknown key {key!r}; expected Name, NumCPUs, Mode, PostedWindow, [Devices], [[Doorbells]] "
-                        "or [Replay]"
+                (key,), f"unknown key {key!r}; expected Name, NumCPUs, Mode, PostedWindow, OnDeviceError, "
+                        "[Devices], [[Doorbells]] or [Replay]"
             )
     return config
 

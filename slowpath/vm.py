@@ -17,6 +17,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,7 @@ class VM:
         mode: str | None = None,
         time_accesses: bool = False,
         pin: str = "none",
+        listen_any: bool = False,
     ) -> None:
         self.config = config
         self.mode = mode or config.mode  # strict | posted | doorbell
@@ -109,6 +111,7 @@ class VM:
         if transport not in ("ipc", "tcp"):
             raise ValueError(f"transport {transport!r} is not ipc or tcp")
         self.transport = transport
+        self.listen_any = listen_any  # tcp on every interface instead of loopback (asked for explicitly)
         self.time_accesses = time_accesses  # per-access latency percentiles in the report
         if pin not in ("none", "same", "split"):
             raise ValueError(f"pin {pin!r} is not none, same or split")
@@ -184,6 +187,10 @@ class VM:
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if self.transport == "ipc":
             self._socket.bind(f"ipc://{self._private_dir}/ring3.sock")
+        elif self.listen_any:
+            warnings.warn("ring-3 listens on every interface: anything that can reach this machine can "
+                          "talk to it", stacklevel=2)
+            self._socket.bind("tcp://0.0.0.0:*")
         else:
             self._socket.bind("tcp://127.0.0.1:*")
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -220,6 +227,7 @@ class VM:
             mode=self.mode,
             posted_window=self.config.posted_window,
             doorbells=tuple(self.config.doorbells) if self.mode == "doorbell" else (),
+            power_off_on_device_error=self.config.on_device_error == "poweroff",
             time_accesses=self.time_accesses,
             cpus=self._worker_cpus(),
             journal_limit=self.journal_limit,
@@ -324,6 +332,16 @@ class VM:
             self.server.vcpus[worker.vcpu].report = self._load(worker.vcpu, "report", {})
         self.journals = [self._load(worker.vcpu, "journal", []) if self.journal_limit else []
                          for worker in self.workers]
+        return build_result(self, time.perf_counter() - started)
+
+    def result_so_far(self) -> RunResult:
+        """After an interrupted run: power off (serving the workers until they stop), then
+        the report of what ran.  Workers that stopped early left no replay report."""
+        started = time.perf_counter()
+        self._deadline = None
+        self.power_off()
+        for worker in self.workers:
+            self.server.vcpus[worker.vcpu].report = self._load(worker.vcpu, "report", {})
         return build_result(self, time.perf_counter() - started)
 
     def accesses_done(self) -> int:

@@ -175,9 +175,10 @@ def test_interrupt_powers_off_and_leaves_nothing(tmp_path: Path, signum: int, st
     process = _start_long_run(tmp_path)
     worker = _worker_of(process)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=30)
+    stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == status, stderr
     assert "powered off" in stderr
+    assert "accesses" in stdout and "VM 'ringsim-pc'" in stdout  # the summary of what ran
     assert segments_of(process.pid) == []
     assert not running(worker)
 

@@ -213,3 +213,28 @@ def test_killed_worker_ends_run_with_clear_error_within_5_seconds() -> None:
     assert noticed < 5.0
     assert process.exitcode == -signal.SIGKILL
     assert not any(os.path.exists(f"/dev/shm/{name}") for name in segment_names)
+
+
+def test_tcp_listens_on_every_interface_only_when_asked_and_warns() -> None:
+    with pytest.warns(UserWarning, match="every interface"), VM(vm_config(), transport="tcp", listen_any=True) as vm:
+        assert vm.endpoint.startswith("tcp://0.0.0.0:")
+
+
+NOBODY_PYTHON = "/usr/bin/python3"  # an interpreter another user may run (the venv's lives under /root)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(NOBODY_PYTHON), reason="needs root and a system python")
+def test_another_user_cannot_reach_the_ipc_endpoint() -> None:
+    import subprocess
+
+    with VM(vm_config()) as vm:
+        socket_path = vm.endpoint.removeprefix("ipc://")
+        # The directory's mode, not the socket's own, must stop it: even finding the socket fails.
+        probe = (
+            "import os, sys\n"
+            f"try:\n    os.stat({socket_path!r})\nexcept PermissionError:\n    sys.exit(13)\nsys.exit(0)\n"
+        )
+        done = subprocess.run(
+            [NOBODY_PYTHON, "-I", "-c", probe], preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)), timeout=30
+        )
+    assert done.returncode == 13  # the private 0700 directory refuses "nobody"
