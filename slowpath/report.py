@@ -397,6 +397,7 @@ def build_result(vm: VM, wall_s: float) -> RunResult:
             "window_full_fell_back_to_strict": ring0[G_POSTED_WINDOW_FULL],
             "doorbells": ring0[G_DOORBELLS],
             "syncs": ring0[G_SYNCS],
+            "drained_at_power_off": server.drained,
         },
         mmio={
             "reads": ring0[G_MMIO_READS],
