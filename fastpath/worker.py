@@ -182,7 +182,10 @@ def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> in
         # ring-3's private directory, and "done" carries only the count.
         with open(boot.report_file, "wb") as report_file:
             pickle.dump(wire_report, report_file, protocol=pickle.HIGHEST_PROTOCOL)
-        link.call(OP_DONE, report.status, {"executed": report.executed})
+        # Posted writes and doorbells still in flight when the guest stopped: ring-3 applies them
+        # before it reads "done" (one socket, in order), and the report counts them as drained.
+        in_flight = vcpu.in_flight if isinstance(vcpu, PostingVCpu) else 0
+        link.call(OP_DONE, report.status, {"executed": report.executed, "drained": in_flight})
     except Ring3Gone as exc:
         print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)
         return EXIT_RING3_GONE

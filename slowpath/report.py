@@ -117,7 +117,8 @@ class RunResult:
         lines += [
             f"  pending writes committed {self.commits:>5}   (mode {self.mode}"
             + (f": {self.posted['posted_writes']} posted, {self.posted['doorbells']} doorbells,"
-               f" {self.posted['syncs']} syncs, {self.posted['window_full_fell_back_to_strict']} window-full)"
+               f" {self.posted['syncs']} syncs, {self.posted['window_full_fell_back_to_strict']} window-full,"
+               f" {self.posted['drained_at_power_off']} drained at power-off)"
                if self.mode != "strict" else ")"),
             f"  final status        {self.final_status['name']} ({self.final_status['rc']})",
         ]

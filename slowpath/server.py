@@ -35,7 +35,7 @@ from shared.status import (
     VINF_SUCCESS,
     merge_status,
 )
-from shared.vcpu import VM_POWERING_OFF, VM_RUNNING, VmShared
+from shared.vcpu import VM_POWERING_OFF, VmShared
 from shared.wire import (
     ONE_WAY,
     OP_COMMIT,
@@ -103,7 +103,7 @@ class Ring3Server:
         self.rejections: list[str] = []
         self.power_off_status: int | None = None
         self.resets = 0
-        self.drained = 0  # posted writes and doorbells applied while the VM was powering off
+        self.drained = 0  # posted writes and doorbells still in flight when their vCPU's guest stopped
         # (vcpu, seq, op, args, received, done, status, merges): what ring-3 did, for --explain.
         self.journal_limit = journal_limit
         self.journal: list[tuple[Any, ...]] = []
@@ -208,6 +208,9 @@ class Ring3Server:
         # OP_DONE: the workload ended with this status (its report waits in a file).
         record.done = True
         record.status = request.args[0]
+        drained = request.args[1].get("drained", 0)
+        if type(drained) is int and drained > 0:
+            self.drained += drained  # applied above, before this "done": nothing that retired is lost
         self._act_on(record.status)  # a VINF_EM_OFF ring-0 produced stops the other vCPUs too
         return 0, 0
 
@@ -231,8 +234,6 @@ class Ring3Server:
                 status = self.port_io[vcpu].write(address, value, size)
             code = VINF_IOM_R3_IOPORT_COMMIT_WRITE
         record.posted_status = self._merge(vcpu, record.posted_status, status, code)
-        if self.vm.state != VM_RUNNING:
-            self.drained += 1  # applied after power-off began: nothing the guest saw retire is lost
         self._act_on(status)
 
     def process_force_flag(self, vcpu: int, status: int) -> int:

@@ -101,7 +101,20 @@ def test_power_off_drains_posted_writes_so_every_retired_write_is_applied_once()
     retired_on_vcpu0 = result.per_vcpu[0]["executed"]
     assert result.final_status["name"] == "VINF_EM_OFF"
     assert applied == retired_on_vcpu0 + 200
-    assert result.posted["drained_at_power_off"] >= 0
+    # Only writes still in flight when power-off began are drained: never more than were posted.
+    assert 0 <= result.posted["drained_at_power_off"] <= result.posted["posted_writes"]
+
+
+def test_writes_still_in_flight_when_the_guest_stops_are_applied_and_counted_as_drained() -> None:
+    # Ten posted writes and the workload ends: none has been confirmed yet, power-off waits for
+    # all ten, applies each once, and says so.
+    with api.open_vm(vm_config(), mode="posted") as vm:
+        result = api.run_workload(vm, workload("out 0x548 4 0x1\n" * 10))
+        applied = vm.device("testdev").state.nop_writes
+    assert applied == 10
+    assert result.posted["posted_writes"] == 10
+    assert result.posted["drained_at_power_off"] == 10
+    assert "10 drained at power-off" in result.render()
 
 
 def test_a_worker_killed_during_a_posted_burst_ends_the_run_cleanly() -> None:
