@@ -80,3 +80,21 @@ def test_workers_do_not_inherit_blocked_interrupt_signals() -> None:
             assert not blocked & (1 << (2 - 1)) and not blocked & (1 << (15 - 1))  # SIGINT, SIGTERM
         finally:
             vm.power_off()
+
+
+def test_a_hello_from_a_process_ring3_did_not_spawn_is_refused() -> None:
+    with VM(vm_config()) as vm:
+        socket = FakeSocket()
+        server = Ring3Server(socket, vm.vm, vm.port_io, vm.mmio_io, vm.counters, vm.ring3_rows, vm.reset)  # type: ignore[arg-type]
+        server.expected_pids = {0: 1234}
+
+        def hello(identity: bytes, pid: int) -> Any:
+            server._handle([identity, encode_request(OP_HELLO, 1, 0, pid)])
+            return decode_reply(socket.sent[-1][1])
+
+        assert hello(b"impostor", 4242).op == OP_ERROR
+        assert server.vcpus[0].identity is None  # vCPU 0's slot is still free for its worker
+        assert hello(b"worker-0", 1234).op == OP_REPLY
+        assert hello(b"impostor", 1234).op == OP_ERROR  # the slot is taken: no second identity
+        assert server.vcpus[0].identity == b"worker-0"
+        assert any("4242 is not the worker of vCPU 0" in rejection for rejection in server.rejections)
