@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -122,7 +123,11 @@ def run(
         source, ops = load_workload(workload)
         holds, remaps = parse_contention(list(contention_specs))
         if listen_any:
+            if transport != "tcp":
+                raise click.UsageError("--listen-any needs --transport tcp (ipc endpoints are files)")
             click.echo("ringsim: warning: ring-3 will listen on every interface (--listen-any)", err=True)
+            # The VM warns API users the same way; on the command line the line above says it once.
+            warnings.filterwarnings("ignore", message="ring-3 listens on every interface")
         with api.open_vm(config, vcpus=vcpus, transport=transport, journal_limit=journal_limit, mode=mode,
                          listen_any=listen_any) as vm:
             try:

@@ -120,6 +120,15 @@ def test_unknown_workload_names_the_builtin_programs() -> None:
     assert "built-in: debug-exit, hello" in done.stderr
 
 
+def test_listen_any_warns_once_and_needs_tcp() -> None:
+    done = ringsim("run", "--transport", "tcp", "--listen-any")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("every interface") == 1
+    refused = ringsim("run", "--listen-any")
+    assert refused.returncode == 2
+    assert "--listen-any needs --transport tcp" in refused.stderr
+
+
 def test_region_conflict_in_config_is_the_virtualbox_error(tmp_path: Path) -> None:
     path = tmp_path / "vm.toml"
     path.write_text("[Devices.serial.0.Config]\nIOBase = 0x540\n[Devices.testdev.0]\n")
