@@ -51,15 +51,19 @@ def ports() -> Snapshot:
 
 @pytest.fixture(scope="module")
 def two_vcpus() -> Snapshot:
-    """A single-port range, MMIO in both tiers on vCPU 0, two deferred OUTs on vCPU 1."""
+    """A single-port range, MMIO in both tiers on vCPU 0, two deferred OUTs on vCPU 1.
+
+    vCPU 1's OUTs (line ends to the debug console, which ring-0 leaves to ring-3) go to a device
+    vCPU 0 does not touch: no lock is shared, so no access can be deferred as lock-busy instead.
+    """
     return run(
-        "NumCPUs = 2\n[Devices.testdev.0]\n[Devices.post.0]\n",
+        "NumCPUs = 2\n[Devices.testdev.0]\n[Devices.post.0]\n[Devices.debugcon.0]\n",
         "out 0x80 1 0x12\n"
         "wr 0xfeb00000 4 0x5\n"
         "wr 0xfeb00008 4 0x6\n"
         "rd 0xfeb00008 4\n"
-        "@1 out 0x541 4 0x1\n"
-        "@1 out 0x541 4 0x1\n",
+        "@1 out 0xe9 1 0xa\n"
+        "@1 out 0xe9 1 0xa\n",
     )
 
 
