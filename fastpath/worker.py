@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import shutil
 import signal
 import sys
 import time
@@ -152,6 +153,14 @@ def worker_main(boot: WorkerBoot) -> None:
         sys.exit(code)
 
 
+def _remove_private_directory(boot: WorkerBoot) -> None:
+    """Ring-3 died without cleaning up: its private directory (socket, workload and report
+    files) goes with the workers.  Every worker tries; whichever is last finds nothing left."""
+    directory = os.path.dirname(boot.ops_file)
+    if os.path.basename(directory).startswith("ringsim-"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> int:
     dispatcher = environment.dispatcher
     vcpu: VCpu
@@ -188,6 +197,7 @@ def _run(boot: WorkerBoot, environment: Ring0Environment, link: Ring3Link) -> in
         link.call(OP_DONE, report.status, {"executed": report.executed, "drained": in_flight})
     except Ring3Gone as exc:
         print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)
+        _remove_private_directory(boot)
         return EXIT_RING3_GONE
     except (WireError, Ring3Refused) as exc:
         print(f"ringsim vCPU {boot.vcpu}: {exc}; stopping", file=sys.stderr)

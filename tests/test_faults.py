@@ -98,8 +98,11 @@ def _running(pid: int) -> bool:
 def test_ring3_killed_every_worker_notices_within_5s_and_the_segments_go(tmp_path: Path) -> None:
     trace = tmp_path / "long.trace"
     trace.write_text("out 0x541 4 0x1\n" * 300_000)
+    scratch = tmp_path / "tmp"  # ring-3's private directory is made here
+    scratch.mkdir()
     ring3 = subprocess.Popen([sys.executable, "-c", "from slowpath.cli import main; main()", "run", "--vcpus", "2",
-                              "--workload", str(trace)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              "--workload", str(trace)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "TMPDIR": str(scratch)})
     deadline = time.monotonic() + 30
     workers: list[int] = []
     while len(workers) < 2 and time.monotonic() < deadline:
@@ -120,6 +123,8 @@ def test_ring3_killed_every_worker_notices_within_5s_and_the_segments_go(tmp_pat
             break
         time.sleep(0.1)
     assert [n for n in os.listdir("/dev/shm") if n.startswith(f"{SEGMENT_PREFIX}{ring3.pid}_")] == []
+    # The workers take ring-3's private directory (socket, workload, reports) with them.
+    assert list(scratch.iterdir()) == []
 
 
 def test_worker_killed_during_a_string_access_ends_the_run_cleanly() -> None:
